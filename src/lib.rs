@@ -1,0 +1,2 @@
+//! bucketfs: mount an object-storage bucket as a filesystem.
+pub mod store;
