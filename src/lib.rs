@@ -1,2 +1,9 @@
-//! bucketfs: mount an object-storage bucket as a filesystem.
+//! bucketfs: mount an object-storage bucket (Alibaba OSS, Huawei OBS,
+//! Tencent COS or any S3-compatible store) as a filesystem.
+//!
+//! Layers (see `../shared/DESIGN.md`): `store` is the object-store client
+//! (dialects, signers, HTTP with retries, an in-memory store for tests);
+//! `errno` maps its errors to the errno values the filesystem replies with.
+
+pub mod errno;
 pub mod store;
