@@ -48,11 +48,23 @@ mod tests {
 
     #[test]
     fn common_errors_map_to_the_errno_users_expect() {
-        assert_eq!(errno(&StoreError::NoSuchKey { key: "k".into() }), libc::ENOENT);
-        assert_eq!(errno(&StoreError::AccessDenied(ServiceDetails::default())), libc::EACCES);
-        assert_eq!(errno(&StoreError::AlreadyExists { key: "k".into() }), libc::EEXIST);
+        assert_eq!(
+            errno(&StoreError::NoSuchKey { key: "k".into() }),
+            libc::ENOENT
+        );
+        assert_eq!(
+            errno(&StoreError::AccessDenied(ServiceDetails::default())),
+            libc::EACCES
+        );
+        assert_eq!(
+            errno(&StoreError::AlreadyExists { key: "k".into() }),
+            libc::EEXIST
+        );
         assert_eq!(errno(&StoreError::Unsupported("x")), libc::ENOTSUP);
-        assert_eq!(errno(&StoreError::PreconditionFailed(ServiceDetails::default())), libc::ESTALE);
+        assert_eq!(
+            errno(&StoreError::PreconditionFailed(ServiceDetails::default())),
+            libc::ESTALE
+        );
         assert_eq!(errno(&StoreError::Timeout("t".into())), libc::ETIMEDOUT);
         let too_long = ServiceDetails {
             status: 400,

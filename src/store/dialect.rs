@@ -257,7 +257,10 @@ mod tests {
     #[test]
     fn prefixes_follow_the_signature() {
         assert_eq!(Dialect::new(Provider::Oss).meta_prefix(), "x-oss-meta-");
-        assert_eq!(Dialect::new(Provider::Cos).header("copy-source"), "x-cos-copy-source");
+        assert_eq!(
+            Dialect::new(Provider::Cos).header("copy-source"),
+            "x-cos-copy-source"
+        );
         let obs_v2 = Dialect::new(Provider::Obs).with_signature(SignatureVersion::ObsV2);
         assert_eq!(obs_v2.header_prefix(), "x-amz-");
         assert_eq!(obs_v2.security_token_header(), "x-amz-security-token");

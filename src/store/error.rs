@@ -45,7 +45,9 @@ pub enum StoreError {
     AccessDenied(ServiceDetails),
     #[error("credentials rejected: {0}")]
     BadCredentials(ServiceDetails),
-    #[error("append position {position} is not the object's length (next position {next_position:?})")]
+    #[error(
+        "append position {position} is not the object's length (next position {next_position:?})"
+    )]
     PositionNotEqualToLength {
         position: u64,
         next_position: Option<u64>,

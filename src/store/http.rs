@@ -20,6 +20,7 @@
 //! 5. ListObjectsV2 falls back to V1 for good once the server shows it lacks
 //!    V2 (an error naming the request, or a truncated page with no token).
 
+use super::ObjectStore;
 use super::credentials::Credentials;
 use super::dialect::{BucketProbe, CopySourceForm, Dialect, RenameForm};
 use super::encode;
@@ -28,7 +29,6 @@ use super::retry::{RetryPolicy, is_retryable};
 use super::sign::{RequestParts, Signer};
 use super::types::*;
 use super::xml;
-use super::ObjectStore;
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
@@ -83,6 +83,8 @@ struct Call {
     query: Vec<(String, Option<String>)>,
     headers: Vec<(String, String)>,
     body: Bytes,
+    /// A 200 response may still carry an `<Error>` body (copy, complete).
+    error_in_body: bool,
 }
 
 impl Call {
@@ -94,7 +96,13 @@ impl Call {
             query: Vec::new(),
             headers: Vec::new(),
             body: Bytes::new(),
+            error_in_body: false,
         }
+    }
+
+    fn error_in_body(mut self) -> Call {
+        self.error_in_body = true;
+        self
     }
 
     fn query(mut self, name: &str, value: impl Into<String>) -> Call {
@@ -215,9 +223,15 @@ impl HttpStore {
             Some(k) => encode_key(k)?,
         };
         Ok(if self.path_style {
-            (self.authority.clone(), format!("/{}/{encoded_key}", self.bucket))
+            (
+                self.authority.clone(),
+                format!("/{}/{encoded_key}", self.bucket),
+            )
         } else {
-            (format!("{}.{}", self.bucket, self.authority), format!("/{encoded_key}"))
+            (
+                format!("{}.{}", self.bucket, self.authority),
+                format!("/{encoded_key}"),
+            )
         })
     }
 
@@ -233,7 +247,10 @@ impl HttpStore {
             headers: call.headers.clone(),
         };
         parts.set_header("host", host.clone());
-        if !call.body.is_empty() || matches!(call.method.as_str(), "PUT" | "POST") {
+        // Content-Length is signed by some algorithms (COS), so it is named
+        // only when the transport is sure to send it: hyper omits it for an
+        // empty body.
+        if !call.body.is_empty() {
             parts.set_header("content-length", call.body.len().to_string());
         }
         let now = unix_now();
@@ -281,6 +298,9 @@ impl HttpStore {
         }
         let reply = Reply { headers, body };
         if (200..300).contains(&status) {
+            if call.error_in_body && xml::root_element(reply.text()?) == Some("Error") {
+                return Err(self.error_for(call, status, &reply));
+            }
             return Ok(reply);
         }
         Err(self.error_for(call, status, &reply))
@@ -289,7 +309,11 @@ impl HttpStore {
     /// Maps an error response to a [`StoreError`].
     fn error_for(&self, call: &Call, status: u16, reply: &Reply) -> StoreError {
         let body = std::str::from_utf8(&reply.body).unwrap_or_default();
-        let details = xml::parse_error(status, body, self.response_header(reply, "request-id").as_deref());
+        let details = xml::parse_error(
+            status,
+            body,
+            self.response_header(reply, "request-id").as_deref(),
+        );
         let key = call.key.clone().unwrap_or_default();
         match (status, details.code.as_str()) {
             (_, "NoSuchBucket") => StoreError::NoSuchBucket {
@@ -310,8 +334,14 @@ impl HttpStore {
             },
             (_, "ObjectNotAppendable") => StoreError::ObjectNotAppendable { key },
             (_, "FileAlreadyExists") => StoreError::AlreadyExists { key },
-            (_, "SignatureDoesNotMatch" | "InvalidAccessKeyId" | "InvalidSecurityToken"
-            | "ExpiredToken" | "SecurityTokenExpired") => StoreError::BadCredentials(details),
+            (
+                _,
+                "SignatureDoesNotMatch"
+                | "InvalidAccessKeyId"
+                | "InvalidSecurityToken"
+                | "ExpiredToken"
+                | "SecurityTokenExpired",
+            ) => StoreError::BadCredentials(details),
             (403, _) => StoreError::AccessDenied(details),
             (412, _) | (_, "PreconditionFailed") => StoreError::PreconditionFailed(details),
             (416, _) | (_, "InvalidRange") => StoreError::InvalidRange(details),
@@ -354,16 +384,6 @@ impl HttpStore {
                 Err(err) => return Err(err),
             }
         }
-    }
-
-    /// Sends `call` and rejects a 200 response whose body is an `<Error>`.
-    async fn execute_checked(&self, call: &Call) -> StoreResult<Reply> {
-        let reply = self.execute(call).await?;
-        if xml::root_element(reply.text()?) == Some("Error") {
-            let details = xml::parse_error(200, reply.text()?, None);
-            return Err(StoreError::Service(details));
-        }
-        Ok(reply)
     }
 
     fn attribute_headers(&self, mut call: Call, attrs: &ObjectAttributes) -> Call {
@@ -451,8 +471,8 @@ impl HttpStore {
     }
 
     async fn list_v2(&self, req: &ListRequest) -> StoreResult<ListPage> {
-        let mut call = Call::new(Operation::ListObjectsV2, reqwest::Method::GET, None)
-            .query("list-type", "2");
+        let mut call =
+            Call::new(Operation::ListObjectsV2, reqwest::Method::GET, None).query("list-type", "2");
         call = list_common_params(call, req);
         match &req.continuation {
             Some(ListContinuation::Token(t)) => call = call.query("continuation-token", t.clone()),
@@ -536,8 +556,11 @@ fn list_common_params(mut call: Call, req: &ListRequest) -> Call {
     if let Some(d) = &req.delimiter {
         call = call.query("delimiter", d.clone());
     }
-    call.query("max-keys", req.max_keys.unwrap_or(1000).min(1000).to_string())
-        .query("encoding-type", "url")
+    call.query(
+        "max-keys",
+        req.max_keys.unwrap_or(1000).min(1000).to_string(),
+    )
+    .query("encoding-type", "url")
 }
 
 fn upload_id_of(call: &Call) -> String {
@@ -601,7 +624,11 @@ pub fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
     for p in parts {
         hasher.update(hex::decode(&p.etag).ok()?);
     }
-    Some(format!("{}-{}", hex::encode(hasher.finalize()), parts.len()))
+    Some(format!(
+        "{}-{}",
+        hex::encode(hasher.finalize()),
+        parts.len()
+    ))
 }
 
 /// Parses `Content-Range: bytes a-b/total`.
@@ -656,7 +683,10 @@ impl ObjectStore for HttpStore {
                 if matches!(d.status, 400 | 405 | 501)
                     && matches!(
                         d.code.as_str(),
-                        "NotImplemented" | "InvalidArgument" | "InvalidRequest" | "MethodNotAllowed"
+                        "NotImplemented"
+                            | "InvalidArgument"
+                            | "InvalidRequest"
+                            | "MethodNotAllowed"
                     ) =>
             {
                 tracing::info!("server lacks ListObjectsV2 ({d}); using ListObjects V1");
@@ -689,7 +719,8 @@ impl ObjectStore for HttpStore {
         }
         let reply = self.execute(&call).await?;
         let len = reply.body.len() as u64;
-        let (range, total_size) = match reply.header("content-range").and_then(parse_content_range) {
+        let (range, total_size) = match reply.header("content-range").and_then(parse_content_range)
+        {
             Some((a, b, total)) => (a..b + 1, total),
             None => (0..len, len),
         };
@@ -727,11 +758,15 @@ impl ObjectStore for HttpStore {
 
     async fn append_object(&self, req: &AppendRequest) -> StoreResult<AppendResponse> {
         self.require(self.dialect.capabilities.append, "AppendObject")?;
-        let mut call = Call::new(Operation::AppendObject, reqwest::Method::POST, Some(&req.key))
-            .flag("append")
-            .query("position", req.position.to_string())
-            .header("Content-MD5", content_md5(&req.body))
-            .body(req.body.clone());
+        let mut call = Call::new(
+            Operation::AppendObject,
+            reqwest::Method::POST,
+            Some(&req.key),
+        )
+        .flag("append")
+        .query("position", req.position.to_string())
+        .header("Content-MD5", content_md5(&req.body))
+        .body(req.body.clone());
         if req.position == 0 {
             call = self.attribute_headers(call, &req.attributes);
         }
@@ -769,8 +804,12 @@ impl ObjectStore for HttpStore {
         key: &str,
         attributes: &ObjectAttributes,
     ) -> StoreResult<String> {
-        let call = Call::new(Operation::CreateMultipartUpload, reqwest::Method::POST, Some(key))
-            .flag("uploads");
+        let call = Call::new(
+            Operation::CreateMultipartUpload,
+            reqwest::Method::POST,
+            Some(key),
+        )
+        .flag("uploads");
         let call = self.attribute_headers(call, attributes);
         let reply = self.execute(&call).await?;
         xml::parse_initiate_multipart(reply.text()?)
@@ -786,7 +825,9 @@ impl ObjectStore for HttpStore {
         self.verify_crc64(&reply, &req.body)?;
         let etag = xml::unquote_etag(reply.header("etag").unwrap_or_default());
         if etag.is_empty() {
-            return Err(StoreError::InvalidResponse("UploadPart returned no ETag".into()));
+            return Err(StoreError::InvalidResponse(
+                "UploadPart returned no ETag".into(),
+            ));
         }
         Ok(CompletedPart {
             part_number: req.part_number,
@@ -796,10 +837,18 @@ impl ObjectStore for HttpStore {
 
     async fn upload_part_copy(&self, req: &UploadPartCopyRequest) -> StoreResult<CompletedPart> {
         self.require(self.dialect.capabilities.upload_part_copy, "UploadPartCopy")?;
-        let mut call = Call::new(Operation::UploadPartCopy, reqwest::Method::PUT, Some(&req.key))
-            .query("partNumber", req.part_number.to_string())
-            .query("uploadId", req.upload_id.clone())
-            .header(self.dialect.header("copy-source"), self.copy_source(&req.source_key)?);
+        let mut call = Call::new(
+            Operation::UploadPartCopy,
+            reqwest::Method::PUT,
+            Some(&req.key),
+        )
+        .query("partNumber", req.part_number.to_string())
+        .query("uploadId", req.upload_id.clone())
+        .header(
+            self.dialect.header("copy-source"),
+            self.copy_source(&req.source_key)?,
+        )
+        .error_in_body();
         if let Some(r) = &req.source_range {
             if r.start >= r.end {
                 return Err(StoreError::InvalidRequest(format!("empty range {r:?}")));
@@ -810,9 +859,12 @@ impl ObjectStore for HttpStore {
             );
         }
         if let Some(etag) = &req.source_if_match {
-            call = call.header(self.dialect.header("copy-source-if-match"), format!("\"{etag}\""));
+            call = call.header(
+                self.dialect.header("copy-source-if-match"),
+                format!("\"{etag}\""),
+            );
         }
-        let reply = self.execute_checked(&call).await?;
+        let reply = self.execute(&call).await?;
         Ok(CompletedPart {
             part_number: req.part_number,
             etag: xml::parse_result_etag(reply.text()?, "CopyPartResult")?,
@@ -831,24 +883,22 @@ impl ObjectStore for HttpStore {
         )
         .query("uploadId", req.upload_id.clone())
         .header("Content-Type", "application/xml")
-        .body(body);
+        .body(body)
+        .error_in_body();
         let mut attempt = 1;
         loop {
-            let result = match self.attempt(&call).await {
-                Ok(reply) if xml::root_element(reply.text()?) == Some("Error") => Err(
-                    StoreError::Service(xml::parse_error(200, reply.text()?, None)),
-                ),
+            let err = match self.attempt(&call).await {
                 Ok(reply) => {
                     return Ok(PutResponse {
-                        etag: xml::parse_result_etag(reply.text()?, "CompleteMultipartUploadResult")?,
+                        etag: xml::parse_result_etag(
+                            reply.text()?,
+                            "CompleteMultipartUploadResult",
+                        )?,
                         crc64: self.crc64(&reply),
                     });
                 }
-                Err(e) => Err(e),
-            };
-            let err = match result {
                 Err(err) if is_retryable(&err) && self.retry.allows_another(attempt) => err,
-                other => return other,
+                Err(err) => return Err(err),
             };
             // Did the completion land? If the upload is gone and the object
             // carries the multipart ETag of these parts, it did.
@@ -877,8 +927,12 @@ impl ObjectStore for HttpStore {
     }
 
     async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> StoreResult<()> {
-        let call = Call::new(Operation::AbortMultipartUpload, reqwest::Method::DELETE, Some(key))
-            .query("uploadId", upload_id);
+        let call = Call::new(
+            Operation::AbortMultipartUpload,
+            reqwest::Method::DELETE,
+            Some(key),
+        )
+        .query("uploadId", upload_id);
         self.execute(&call).await.map(|_| ())
     }
 
@@ -902,8 +956,16 @@ impl ObjectStore for HttpStore {
     }
 
     async fn copy_object(&self, req: &CopyRequest) -> StoreResult<PutResponse> {
-        let mut call = Call::new(Operation::CopyObject, reqwest::Method::PUT, Some(&req.dest_key))
-            .header(self.dialect.header("copy-source"), self.copy_source(&req.source_key)?);
+        let mut call = Call::new(
+            Operation::CopyObject,
+            reqwest::Method::PUT,
+            Some(&req.dest_key),
+        )
+        .header(
+            self.dialect.header("copy-source"),
+            self.copy_source(&req.source_key)?,
+        )
+        .error_in_body();
         let (copy, replace) = self.dialect.metadata_directive;
         match &req.directive {
             MetadataDirective::Copy => {
@@ -915,9 +977,12 @@ impl ObjectStore for HttpStore {
             }
         }
         if let Some(etag) = &req.source_if_match {
-            call = call.header(self.dialect.header("copy-source-if-match"), format!("\"{etag}\""));
+            call = call.header(
+                self.dialect.header("copy-source-if-match"),
+                format!("\"{etag}\""),
+            );
         }
-        let reply = self.execute_checked(&call).await?;
+        let reply = self.execute(&call).await?;
         Ok(PutResponse {
             etag: xml::parse_result_etag(reply.text()?, "CopyObjectResult")?,
             crc64: self.crc64(&reply),
@@ -952,16 +1017,20 @@ impl ObjectStore for HttpStore {
     async fn rename_object(&self, source_key: &str, dest_key: &str) -> StoreResult<()> {
         let call = match self.dialect.rename {
             RenameForm::None => return Err(StoreError::Unsupported("native rename")),
-            RenameForm::OssRenameSource => {
-                Call::new(Operation::RenameObject, reqwest::Method::POST, Some(dest_key))
-                    .flag("x-oss-rename")
-                    .header("x-oss-rename-source", encode_key(source_key)?)
-            }
-            RenameForm::ObsNameParam => {
-                Call::new(Operation::RenameObject, reqwest::Method::POST, Some(source_key))
-                    .flag("rename")
-                    .query("name", dest_key)
-            }
+            RenameForm::OssRenameSource => Call::new(
+                Operation::RenameObject,
+                reqwest::Method::POST,
+                Some(dest_key),
+            )
+            .flag("x-oss-rename")
+            .header("x-oss-rename-source", encode_key(source_key)?),
+            RenameForm::ObsNameParam => Call::new(
+                Operation::RenameObject,
+                reqwest::Method::POST,
+                Some(source_key),
+            )
+            .flag("rename")
+            .query("name", dest_key),
         };
         match self.execute_with(&call, RetryPolicy::none()).await {
             Ok(_) => Ok(()),
@@ -984,7 +1053,10 @@ impl ObjectStore for HttpStore {
     }
 
     async fn modify_object(&self, key: &str, position: u64, body: Bytes) -> StoreResult<()> {
-        self.require(self.dialect.capabilities.modify_at_offset, "modify at offset")?;
+        self.require(
+            self.dialect.capabilities.modify_at_offset,
+            "modify at offset",
+        )?;
         // Writing the same bytes at the same offset twice has one effect, so
         // unlike append this may be re-sent.
         let call = Call::new(Operation::ModifyObject, reqwest::Method::PUT, Some(key))
@@ -1024,11 +1096,14 @@ impl ObjectStore for HttpStore {
 
     async fn get_symlink(&self, key: &str) -> StoreResult<String> {
         self.require(self.dialect.capabilities.symlink, "symlink")?;
-        let call = Call::new(Operation::GetSymlink, reqwest::Method::GET, Some(key)).flag("symlink");
+        let call =
+            Call::new(Operation::GetSymlink, reqwest::Method::GET, Some(key)).flag("symlink");
         let reply = self.execute(&call).await?;
         let raw = self
             .response_header(&reply, "symlink-target")
-            .ok_or_else(|| StoreError::InvalidResponse("GetSymlink without a target header".into()))?;
+            .ok_or_else(|| {
+                StoreError::InvalidResponse("GetSymlink without a target header".into())
+            })?;
         Ok(if self.dialect.symlink_target_encoded {
             encode::decode(&raw)
         } else {
@@ -1044,7 +1119,10 @@ mod tests {
     #[test]
     fn keys_with_dot_segments_keep_their_slashes_encoded() {
         assert_eq!(encode_key("a b/c").unwrap(), "a%20b/c");
-        assert_eq!(encode_key("odd//path/./x..y").unwrap(), "odd%2F%2Fpath%2F.%2Fx..y");
+        assert_eq!(
+            encode_key("odd//path/./x..y").unwrap(),
+            "odd%2F%2Fpath%2F.%2Fx..y"
+        );
         assert_eq!(encode_key("a/../b").unwrap(), "a%2F..%2Fb");
         assert!(encode_key("..").is_err());
         assert!(encode_key("").is_err());
@@ -1083,6 +1161,12 @@ mod tests {
         let etag = multipart_etag(&parts).unwrap();
         assert!(etag.ends_with("-2"));
         assert_eq!(etag.len(), 32 + 2);
-        assert_eq!(multipart_etag(&[CompletedPart { part_number: 1, etag: "zz".into() }]), None);
+        assert_eq!(
+            multipart_etag(&[CompletedPart {
+                part_number: 1,
+                etag: "zz".into()
+            }]),
+            None
+        );
     }
 }

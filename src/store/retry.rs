@@ -68,9 +68,10 @@ impl RetryPolicy {
     /// The wait before retry number `retry` (1-based), given a uniform random
     /// `unit` in `[0, 1)`.
     pub fn delay(&self, retry: u32, unit: f64) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX));
+        let exp = self.base_delay.saturating_mul(
+            1u32.checked_shl(retry.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        );
         let ceiling = exp.min(self.max_delay);
         ceiling.mul_f64(unit.clamp(0.0, 1.0))
     }
@@ -121,12 +122,18 @@ mod tests {
         assert!(is_retryable(&service(429, "")));
         assert!(is_retryable(&service(400, "RequestTimeout")));
         assert!(is_retryable(&StoreError::Timeout("read".into())));
-        assert!(is_retryable(&StoreError::Transport("connection reset".into())));
-        assert!(is_retryable(&StoreError::IncompleteBody("3 of 10 bytes".into())));
+        assert!(is_retryable(&StoreError::Transport(
+            "connection reset".into()
+        )));
+        assert!(is_retryable(&StoreError::IncompleteBody(
+            "3 of 10 bytes".into()
+        )));
 
         assert!(!is_retryable(&service(400, "InvalidArgument")));
         assert!(!is_retryable(&StoreError::NoSuchKey { key: "k".into() }));
-        assert!(!is_retryable(&StoreError::AccessDenied(ServiceDetails::default())));
+        assert!(!is_retryable(&StoreError::AccessDenied(
+            ServiceDetails::default()
+        )));
         assert!(!is_retryable(&StoreError::PositionNotEqualToLength {
             position: 1,
             next_position: Some(2)

@@ -82,7 +82,9 @@ impl KeyEncoding {
     fn decode(self, s: &str) -> String {
         match self {
             KeyEncoding::Plain => s.to_string(),
-            KeyEncoding::Url { plus_is_space: true } => super::encode::decode_form(s),
+            KeyEncoding::Url {
+                plus_is_space: true,
+            } => super::encode::decode_form(s),
             KeyEncoding::Url {
                 plus_is_space: false,
             } => super::encode::decode(s),
@@ -159,7 +161,9 @@ pub fn parse_list(body: &str, v2: bool, plus_is_space: bool) -> StoreResult<List
                 last_key.max(last_prefix)
             })
             .ok_or_else(|| {
-                StoreError::InvalidResponse("truncated V1 listing with nothing to resume from".into())
+                StoreError::InvalidResponse(
+                    "truncated V1 listing with nothing to resume from".into(),
+                )
             })?;
         Some(ListContinuation::Marker(marker))
     };
@@ -208,7 +212,9 @@ pub fn parse_initiate_multipart(body: &str) -> StoreResult<String> {
     let raw: InitiateXml = parse(body, "InitiateMultipartUploadResult")?;
     let id = raw.upload_id.trim().to_string();
     if id.is_empty() {
-        return Err(StoreError::InvalidResponse("no UploadId in InitiateMultipartUploadResult".into()));
+        return Err(StoreError::InvalidResponse(
+            "no UploadId in InitiateMultipartUploadResult".into(),
+        ));
     }
     Ok(id)
 }
@@ -262,8 +268,11 @@ pub fn parse_list_parts(body: &str) -> StoreResult<(Vec<PartSummary>, Option<u32
         });
     }
     let next = if parse_bool(&raw.is_truncated) {
-        let marker = u32::try_from(parse_u64(&raw.next_part_number_marker, "NextPartNumberMarker")?)
-            .map_err(|_| StoreError::InvalidResponse("NextPartNumberMarker out of range".into()))?;
+        let marker = u32::try_from(parse_u64(
+            &raw.next_part_number_marker,
+            "NextPartNumberMarker",
+        )?)
+        .map_err(|_| StoreError::InvalidResponse("NextPartNumberMarker out of range".into()))?;
         Some(marker)
     } else {
         None
@@ -343,7 +352,8 @@ pub fn escape(s: &str) -> String {
 
 /// The body of DeleteObjects (quiet mode off, so every deletion is reported).
 pub fn delete_objects_body(keys: &[String]) -> String {
-    let mut body = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Delete><Quiet>false</Quiet>");
+    let mut body =
+        String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Delete><Quiet>false</Quiet>");
     for key in keys {
         body.push_str("<Object><Key>");
         body.push_str(&escape(key));
@@ -469,11 +479,17 @@ mod tests {
     #[test]
     fn list_v1_page_resumes_from_next_marker() {
         let page = parse_list(OSS_LIST_V1_MARKER, false, false).unwrap();
-        assert_eq!(page.next, Some(ListContinuation::Marker("test100.txt".into())));
+        assert_eq!(
+            page.next,
+            Some(ListContinuation::Marker("test100.txt".into()))
+        );
         // Without NextMarker the last key is the marker.
         let without = OSS_LIST_V1_MARKER.replace("<NextMarker>test100.txt</NextMarker>", "");
         let page = parse_list(&without, false, false).unwrap();
-        assert_eq!(page.next, Some(ListContinuation::Marker("test10.txt".into())));
+        assert_eq!(
+            page.next,
+            Some(ListContinuation::Marker("test10.txt".into()))
+        );
     }
 
     #[test]
@@ -493,12 +509,22 @@ mod tests {
 
     #[test]
     fn truncated_v2_without_token_is_an_error() {
-        let broken = OSS_LIST_V2_TRUNCATED.replace("<NextContinuationToken>CgJiYw--</NextContinuationToken>", "");
+        let broken = OSS_LIST_V2_TRUNCATED.replace(
+            "<NextContinuationToken>CgJiYw--</NextContinuationToken>",
+            "",
+        );
         assert!(matches!(
             parse_list(&broken, true, false),
             Err(StoreError::InvalidResponse(_))
         ));
-        assert!(parse_list("<ListBucketResult><Contents><Size>x</Size></Contents></ListBucketResult>", true, false).is_err());
+        assert!(
+            parse_list(
+                "<ListBucketResult><Contents><Size>x</Size></Contents></ListBucketResult>",
+                true,
+                false
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -518,7 +544,10 @@ mod tests {
         assert_eq!(d.request_id, "568D547F31243C673BA1****");
         // HEAD responses have no body: the header's request ID is used.
         let d = parse_error(403, "", Some("5C3D9175B6FC201293AD"));
-        assert_eq!((d.code.as_str(), d.request_id.as_str()), ("", "5C3D9175B6FC201293AD"));
+        assert_eq!(
+            (d.code.as_str(), d.request_id.as_str()),
+            ("", "5C3D9175B6FC201293AD")
+        );
         // A non-XML body (a proxy's HTML page) is not mistaken for an error code.
         let d = parse_error(502, "<html><body>Bad gateway</body></html>", None);
         assert_eq!(d.code, "");
@@ -533,7 +562,10 @@ mod tests {
     <Key>multipart.data</Key>
     <UploadId>0004B9894A22E5B1888A1E29F823****</UploadId>
 </InitiateMultipartUploadResult>"#;
-        assert_eq!(parse_initiate_multipart(init).unwrap(), "0004B9894A22E5B1888A1E29F823****");
+        assert_eq!(
+            parse_initiate_multipart(init).unwrap(),
+            "0004B9894A22E5B1888A1E29F823****"
+        );
 
         // 8.3.5 CompleteMultipartUpload sample.
         let complete = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -544,7 +576,10 @@ mod tests {
   <Key>multipart.data</Key>
   <ETag>"B864DB6A936D376F9F8D3ED3BBE540***"</ETag>
 </CompleteMultipartUploadResult>"#;
-        assert_eq!(root_element(complete), Some("CompleteMultipartUploadResult"));
+        assert_eq!(
+            root_element(complete),
+            Some("CompleteMultipartUploadResult")
+        );
         assert_eq!(
             parse_result_etag(complete, "CompleteMultipartUploadResult").unwrap(),
             "B864DB6A936D376F9F8D3ED3BBE540***"
@@ -565,7 +600,9 @@ mod tests {
         // A 200 response that carries an error (CopyObject/Complete) is seen as one.
         let late_error = "<?xml version=\"1.0\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message><RequestId>R1</RequestId></Error>";
         assert_eq!(root_element(late_error), Some("Error"));
-        assert!(parse_result_etag("<CopyObjectResult></CopyObjectResult>", "CopyObjectResult").is_err());
+        assert!(
+            parse_result_etag("<CopyObjectResult></CopyObjectResult>", "CopyObjectResult").is_err()
+        );
     }
 
     #[test]
@@ -618,7 +655,10 @@ mod tests {
   <Error><Key>locked.jpg</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>
 </DeleteResult>"#;
         let r = parse_delete_result(deleted).unwrap();
-        assert_eq!(r.deleted, vec!["multipart.data".to_string(), "test.jpg".to_string()]);
+        assert_eq!(
+            r.deleted,
+            vec!["multipart.data".to_string(), "test.jpg".to_string()]
+        );
         assert_eq!(r.errors.len(), 1);
         assert_eq!(r.errors[0].code, "AccessDenied");
     }
@@ -638,7 +678,10 @@ mod tests {
         let info = parse_oss_bucket_info(body).unwrap();
         assert!(info.oss_hierarchical_namespace);
         assert_eq!(info.region.as_deref(), Some("cn-hangzhou"));
-        let plain = parse_oss_bucket_info("<BucketInfo><Bucket><Location>oss-cn-beijing</Location></Bucket></BucketInfo>").unwrap();
+        let plain = parse_oss_bucket_info(
+            "<BucketInfo><Bucket><Location>oss-cn-beijing</Location></Bucket></BucketInfo>",
+        )
+        .unwrap();
         assert!(!plain.oss_hierarchical_namespace);
     }
 
@@ -646,7 +689,10 @@ mod tests {
     fn request_bodies_escape_keys() {
         let body = delete_objects_body(&["a&b<c>.txt".to_string()]);
         assert!(body.contains("<Key>a&amp;b&lt;c&gt;.txt</Key>"), "{body}");
-        let body = complete_multipart_body(&[CompletedPart { part_number: 2, etag: "abc".into() }]);
+        let body = complete_multipart_body(&[CompletedPart {
+            part_number: 2,
+            etag: "abc".into(),
+        }]);
         assert!(body.contains("<PartNumber>2</PartNumber><ETag>\"abc\"</ETag>"));
     }
 }
