@@ -31,7 +31,12 @@ pub fn errno(err: &StoreError) -> i32 {
         StoreError::Transport(_) => libc::EIO,
         StoreError::Service(d) if d.status == 507 => libc::ENOSPC,
         StoreError::Service(d) if d.code == "EntityTooLarge" => libc::EFBIG,
-        StoreError::Service(d) if d.code == "KeyTooLong" || d.code == "InvalidObjectName" => {
+        StoreError::Service(d)
+            if matches!(
+                d.code.as_str(),
+                "KeyTooLong" | "KeyTooLongError" | "InvalidObjectName"
+            ) =>
+        {
             libc::ENAMETOOLONG
         }
         StoreError::Service(_) => libc::EIO,

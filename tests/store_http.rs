@@ -852,7 +852,7 @@ async fn complete_multipart_that_landed_is_recognised_by_its_etag() {
             etag: "92eb5ffee6ae2fec3ad71c777531578f".into(),
         },
     ];
-    let expected = bucketfs::store::http::multipart_etag(&parts).unwrap();
+    let expected = bucketfs::store::multipart_etag(&parts).unwrap();
     let head_etag = format!("\"{expected}\"");
     let server = s3_server(Box::new(move |r: &Received| match r.method.as_str() {
         "POST" => Action::Reset,
@@ -1107,15 +1107,29 @@ impl std::io::Write for LogBuffer {
     }
 }
 
+/// Trace-level logs of every test in this binary, collected in one buffer.
+///
+/// The subscriber is global, not per test: tracing caches per call site
+/// whether anyone listens, and a thread-local subscriber can miss events
+/// whose call site was first reached by a test on another thread.
+fn captured_logs() -> LogBuffer {
+    static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogBuffer::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        logs
+    })
+    .clone()
+}
+
 #[tokio::test]
 async fn secrets_never_reach_debug_output_errors_or_logs() {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = captured_logs();
 
     let mut n = 0;
     let server = s3_server(Box::new(move |_| {

@@ -616,21 +616,6 @@ fn content_md5(body: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
 }
 
-/// The ETag S3-compatible servers give a completed multipart upload:
-/// MD5 of the concatenated binary part MD5s, then `-<part count>`.
-pub fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
-    use md5::Digest;
-    let mut hasher = md5::Md5::new();
-    for p in parts {
-        hasher.update(hex::decode(&p.etag).ok()?);
-    }
-    Some(format!(
-        "{}-{}",
-        hex::encode(hasher.finalize()),
-        parts.len()
-    ))
-}
-
 /// Parses `Content-Range: bytes a-b/total`.
 fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes ")?;
@@ -1116,6 +1101,49 @@ impl ObjectStore for HttpStore {
 mod tests {
     use super::*;
 
+    fn store(endpoint: &str, path_style: bool) -> StoreResult<HttpStore> {
+        let dialect = Dialect::new(super::super::Provider::S3);
+        let mut config = HttpStoreConfig::new(endpoint, "bkt", dialect, Credentials::new("a", "b"));
+        config.path_style = path_style;
+        HttpStore::new(config)
+    }
+
+    #[test]
+    fn virtual_hosted_and_path_style_addresses() {
+        let virtual_hosted = store("https://oss-cn-hangzhou.aliyuncs.com", false).unwrap();
+        assert_eq!(
+            virtual_hosted.address(Some("a b/c")).unwrap(),
+            (
+                "bkt.oss-cn-hangzhou.aliyuncs.com".to_string(),
+                "/a%20b/c".to_string()
+            )
+        );
+        assert_eq!(
+            virtual_hosted.address(None).unwrap(),
+            (
+                "bkt.oss-cn-hangzhou.aliyuncs.com".to_string(),
+                "/".to_string()
+            )
+        );
+        let path_style = store("http://127.0.0.1:9000", true).unwrap();
+        assert_eq!(
+            path_style.address(Some("k")).unwrap(),
+            ("127.0.0.1:9000".to_string(), "/bkt/k".to_string())
+        );
+        assert_eq!(path_style.address(None).unwrap().1, "/bkt/");
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused_with_a_reason() {
+        for (endpoint, why) in [
+            ("oss-cn-hangzhou.aliyuncs.com", "not a URL"),
+            ("ftp://example.com", "http:// or https://"),
+        ] {
+            let err = store(endpoint, false).unwrap_err().to_string();
+            assert!(err.contains(why), "{endpoint}: {err}");
+        }
+    }
+
     #[test]
     fn keys_with_dot_segments_keep_their_slashes_encoded() {
         assert_eq!(encode_key("a b/c").unwrap(), "a%20b/c");
@@ -1143,30 +1171,5 @@ mod tests {
         assert_eq!(parse_content_range("bytes 0-99/1000"), Some((0, 99, 1000)));
         assert_eq!(parse_content_range("bytes */1000"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
-    }
-
-    #[test]
-    fn multipart_etag_matches_the_s3_rule() {
-        // md5("a") and md5("b") as part ETags.
-        let parts = vec![
-            CompletedPart {
-                part_number: 1,
-                etag: "0cc175b9c0f1b6a831c399e269772661".into(),
-            },
-            CompletedPart {
-                part_number: 2,
-                etag: "92eb5ffee6ae2fec3ad71c777531578f".into(),
-            },
-        ];
-        let etag = multipart_etag(&parts).unwrap();
-        assert!(etag.ends_with("-2"));
-        assert_eq!(etag.len(), 32 + 2);
-        assert_eq!(
-            multipart_etag(&[CompletedPart {
-                part_number: 1,
-                etag: "zz".into()
-            }]),
-            None
-        );
     }
 }

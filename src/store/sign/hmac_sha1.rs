@@ -39,8 +39,18 @@ pub(super) struct Scheme {
     case_insensitive_names: bool,
     /// `name=` (empty value) is signed as bare `name` (OSS, OBS).
     empty_value_bare: bool,
-    /// Header whose presence empties the Date line (`x-amz-date`, `x-obs-date`).
-    date_override: Option<&'static str>,
+    /// What a vendor date header does to the Date line.
+    date_override: DateOverride,
+}
+
+/// How a vendor date header (`x-amz-date`, `x-oss-date`, `x-obs-date`)
+/// changes the Date line of the string to sign.
+#[derive(Clone, Copy)]
+enum DateOverride {
+    /// Its presence empties the line (botocore, esdk-obs-python).
+    Blank(&'static str),
+    /// Its value replaces the `Date` value (oss2).
+    Replace(&'static str),
 }
 
 /// botocore `HmacV1Auth.QSAOfInterest`.
@@ -252,7 +262,7 @@ pub(super) const S3V2: Scheme = Scheme {
     prefixed_params_signed: false,
     case_insensitive_names: false,
     empty_value_bare: false,
-    date_override: Some("x-amz-date"),
+    date_override: DateOverride::Blank("x-amz-date"),
 };
 
 pub(super) const OSS_V1: Scheme = Scheme {
@@ -264,7 +274,7 @@ pub(super) const OSS_V1: Scheme = Scheme {
     prefixed_params_signed: false,
     case_insensitive_names: false,
     empty_value_bare: true,
-    date_override: None,
+    date_override: DateOverride::Replace("x-oss-date"),
 };
 
 pub(super) const OBS: Scheme = Scheme {
@@ -276,13 +286,13 @@ pub(super) const OBS: Scheme = Scheme {
     prefixed_params_signed: true,
     case_insensitive_names: true,
     empty_value_bare: true,
-    date_override: Some("x-obs-date"),
+    date_override: DateOverride::Blank("x-obs-date"),
 };
 
 pub(super) const OBS_V2: Scheme = Scheme {
     auth_prefix: "AWS",
     header_prefix: "x-amz-",
-    date_override: Some("x-amz-date"),
+    date_override: DateOverride::Blank("x-amz-date"),
     ..OBS
 };
 
@@ -338,7 +348,10 @@ impl Scheme {
 
     pub(super) fn string_to_sign(&self, req: &RequestParts) -> String {
         let date = match self.date_override {
-            Some(h) if req.header(h).is_some() => "",
+            DateOverride::Blank(h) if req.header(h).is_some() => "",
+            DateOverride::Replace(h) if req.header(h).is_some() => {
+                req.header(h).unwrap_or_default()
+            }
             _ => req.header("date").unwrap_or_default(),
         };
         let mut prefixed: Vec<(String, &str)> = req
@@ -381,4 +394,48 @@ pub(super) fn authorization(scheme: &Scheme, req: &RequestParts, creds: &Credent
     );
     let signature = base64::engine::general_purpose::STANDARD.encode(mac);
     format!("{} {}:{signature}", scheme.auth_prefix, creds.access_key_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestParts {
+        RequestParts {
+            method: "GET".into(),
+            bucket: Some("b".into()),
+            key: Some("k".into()),
+            path: "/k".into(),
+            query: Vec::new(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn vendor_date_headers_override_the_date_line() {
+        let date = ("Date", "Tue, 05 Mar 2024 07:24:19 GMT");
+        // botocore and esdk-obs-python leave the line empty...
+        let s3 = S3V2.string_to_sign(&request(&[date, ("x-amz-date", "X")]));
+        assert!(s3.starts_with("GET\n\n\n\nx-amz-date:X\n"), "{s3:?}");
+        let obs = OBS.string_to_sign(&request(&[date, ("x-obs-date", "X")]));
+        assert!(obs.starts_with("GET\n\n\n\nx-obs-date:X\n"), "{obs:?}");
+        // ...oss2 puts the vendor date on it.
+        let oss = OSS_V1.string_to_sign(&request(&[date, ("x-oss-date", "X")]));
+        assert!(oss.starts_with("GET\n\n\nX\nx-oss-date:X\n"), "{oss:?}");
+        // Without one, Date is used.
+        let plain = OSS_V1.string_to_sign(&request(&[date]));
+        assert!(
+            plain.starts_with("GET\n\n\nTue, 05 Mar 2024 07:24:19 GMT\n/b/k"),
+            "{plain:?}"
+        );
+    }
+
+    #[test]
+    fn repeated_prefixed_headers_join_with_commas() {
+        let s = S3V2.string_to_sign(&request(&[("x-amz-meta-a", "1"), ("X-Amz-Meta-A", " 2 ")]));
+        assert!(s.contains("x-amz-meta-a:1,2\n"), "{s:?}");
+    }
 }
