@@ -342,15 +342,7 @@ async fn every_dialect_puts_requests_on_the_wire_as_signed() {
         "unicode/日本語/ファイル ü.txt",
         "odd//path/./x..y",
     ];
-    for version in [
-        SignatureVersion::S3V4,
-        SignatureVersion::S3V2,
-        SignatureVersion::OssV1,
-        SignatureVersion::OssV4,
-        SignatureVersion::Obs,
-        SignatureVersion::ObsV2,
-        SignatureVersion::Cos,
-    ] {
+    for version in SignatureVersion::ALL {
         let provider = match version {
             SignatureVersion::S3V4 | SignatureVersion::S3V2 => Provider::S3,
             SignatureVersion::OssV1 | SignatureVersion::OssV4 => Provider::Oss,
@@ -571,6 +563,20 @@ async fn head_bucket_distinguishes_missing_bucket_and_reports_pfs() {
     ));
 }
 
+/// The error a one-attempt ranged GET of `range` gets from `server`.
+async fn ranged_get_error(server: &MockServer, range: std::ops::Range<u64>) -> StoreError {
+    let store = store_for(server, Dialect::new(Provider::S3), fast_retry(1));
+    let req = GetRequest {
+        key: "k".into(),
+        range: Some(range),
+        if_match: None,
+    };
+    store
+        .get_object(&req)
+        .await
+        .expect_err("the response is refused")
+}
+
 #[tokio::test]
 async fn ranged_get_checks_content_range_and_length() {
     let mut n = 0;
@@ -612,15 +618,7 @@ async fn ranged_get_checks_content_range_and_length() {
         respond(206, &[("Content-Range", "bytes 0-4/1000")], "hello")
     }))
     .await;
-    let store = store_for(&server, Dialect::new(Provider::S3), fast_retry(1));
-    let err = store
-        .get_object(&GetRequest {
-            key: "k".into(),
-            range: Some(100..105),
-            if_match: None,
-        })
-        .await
-        .unwrap_err();
+    let err = ranged_get_error(&server, 100..105).await;
     assert!(matches!(err, StoreError::InvalidResponse(_)), "{err:?}");
 
     // Content-Range and body length disagree.
@@ -628,15 +626,7 @@ async fn ranged_get_checks_content_range_and_length() {
         respond(206, &[("Content-Range", "bytes 100-199/1000")], "hello")
     }))
     .await;
-    let store = store_for(&server, Dialect::new(Provider::S3), fast_retry(1));
-    let err = store
-        .get_object(&GetRequest {
-            key: "k".into(),
-            range: Some(100..200),
-            if_match: None,
-        })
-        .await
-        .unwrap_err();
+    let err = ranged_get_error(&server, 100..200).await;
     assert!(matches!(err, StoreError::IncompleteBody(_)), "{err:?}");
 
     // 412 and 416 are typed.

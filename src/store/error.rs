@@ -96,3 +96,13 @@ impl StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// `Ok` when the backend has the capability, else [`StoreError::Unsupported`]
+/// naming `what`: both stores refuse a missing operation before doing anything.
+pub fn require(available: bool, what: &'static str) -> StoreResult<()> {
+    if available {
+        Ok(())
+    } else {
+        Err(StoreError::Unsupported(what))
+    }
+}

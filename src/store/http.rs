@@ -24,7 +24,7 @@ use super::ObjectStore;
 use super::credentials::Credentials;
 use super::dialect::{BucketProbe, CopySourceForm, Dialect, RenameForm};
 use super::encode;
-use super::error::{StoreError, StoreResult};
+use super::error::{StoreError, StoreResult, require};
 use super::retry::{RetryPolicy, is_retryable};
 use super::sign::{RequestParts, Signer};
 use super::types::*;
@@ -397,20 +397,35 @@ impl HttpStore {
         call
     }
 
+    /// The headers naming a server-side copy's source (and its ETag
+    /// condition); such responses may carry an error in a 200 body.
+    fn copy_from(
+        &self,
+        call: Call,
+        source_key: &str,
+        source_if_match: Option<&str>,
+    ) -> StoreResult<Call> {
+        let mut call = call
+            .header(
+                self.dialect.header("copy-source"),
+                self.copy_source(source_key)?,
+            )
+            .error_in_body();
+        if let Some(etag) = source_if_match {
+            call = call.header(
+                self.dialect.header("copy-source-if-match"),
+                format!("\"{etag}\""),
+            );
+        }
+        Ok(call)
+    }
+
     fn copy_source(&self, key: &str) -> StoreResult<String> {
         let encoded = encode_key(key)?;
         Ok(match self.dialect.copy_source {
             CopySourceForm::BucketKey => format!("/{}/{encoded}", self.bucket),
             CopySourceForm::HostKey => format!("{}.{}/{encoded}", self.bucket, self.authority),
         })
-    }
-
-    fn require(&self, available: bool, what: &'static str) -> StoreResult<()> {
-        if available {
-            Ok(())
-        } else {
-            Err(StoreError::Unsupported(what))
-        }
     }
 
     fn object_meta(&self, reply: &Reply) -> StoreResult<ObjectMeta> {
@@ -459,9 +474,7 @@ impl HttpStore {
         let Some(returned) = self.crc64(reply) else {
             return Ok(None);
         };
-        let mut digest = crc64fast::Digest::new();
-        digest.write(body);
-        let computed = digest.sum64();
+        let computed = crc64(body);
         if computed != returned {
             return Err(StoreError::Integrity(format!(
                 "server CRC64 {returned} differs from the uploaded data's {computed}"
@@ -616,6 +629,15 @@ fn content_md5(body: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
 }
 
+/// A `Range` header value for `r` (end exclusive), refusing an empty range
+/// (HTTP cannot express one).
+fn byte_range(r: &std::ops::Range<u64>) -> StoreResult<String> {
+    if r.start >= r.end {
+        return Err(StoreError::InvalidRequest(format!("empty range {r:?}")));
+    }
+    Ok(format!("bytes={}-{}", r.start, r.end - 1))
+}
+
 /// Parses `Content-Range: bytes a-b/total`.
 fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes ")?;
@@ -694,10 +716,7 @@ impl ObjectStore for HttpStore {
     async fn get_object(&self, req: &GetRequest) -> StoreResult<GetResponse> {
         let mut call = Call::new(Operation::GetObject, reqwest::Method::GET, Some(&req.key));
         if let Some(r) = &req.range {
-            if r.start >= r.end {
-                return Err(StoreError::InvalidRequest(format!("empty range {r:?}")));
-            }
-            call = call.header("Range", format!("bytes={}-{}", r.start, r.end - 1));
+            call = call.header("Range", byte_range(r)?);
         }
         if let Some(etag) = &req.if_match {
             call = call.header("If-Match", format!("\"{etag}\""));
@@ -742,7 +761,7 @@ impl ObjectStore for HttpStore {
     }
 
     async fn append_object(&self, req: &AppendRequest) -> StoreResult<AppendResponse> {
-        self.require(self.dialect.capabilities.append, "AppendObject")?;
+        require(self.dialect.capabilities.append, "AppendObject")?;
         let mut call = Call::new(
             Operation::AppendObject,
             reqwest::Method::POST,
@@ -821,33 +840,17 @@ impl ObjectStore for HttpStore {
     }
 
     async fn upload_part_copy(&self, req: &UploadPartCopyRequest) -> StoreResult<CompletedPart> {
-        self.require(self.dialect.capabilities.upload_part_copy, "UploadPartCopy")?;
+        require(self.dialect.capabilities.upload_part_copy, "UploadPartCopy")?;
         let mut call = Call::new(
             Operation::UploadPartCopy,
             reqwest::Method::PUT,
             Some(&req.key),
         )
         .query("partNumber", req.part_number.to_string())
-        .query("uploadId", req.upload_id.clone())
-        .header(
-            self.dialect.header("copy-source"),
-            self.copy_source(&req.source_key)?,
-        )
-        .error_in_body();
+        .query("uploadId", req.upload_id.clone());
+        call = self.copy_from(call, &req.source_key, req.source_if_match.as_deref())?;
         if let Some(r) = &req.source_range {
-            if r.start >= r.end {
-                return Err(StoreError::InvalidRequest(format!("empty range {r:?}")));
-            }
-            call = call.header(
-                self.dialect.header("copy-source-range"),
-                format!("bytes={}-{}", r.start, r.end - 1),
-            );
-        }
-        if let Some(etag) = &req.source_if_match {
-            call = call.header(
-                self.dialect.header("copy-source-if-match"),
-                format!("\"{etag}\""),
-            );
+            call = call.header(self.dialect.header("copy-source-range"), byte_range(r)?);
         }
         let reply = self.execute(&call).await?;
         Ok(CompletedPart {
@@ -945,12 +948,8 @@ impl ObjectStore for HttpStore {
             Operation::CopyObject,
             reqwest::Method::PUT,
             Some(&req.dest_key),
-        )
-        .header(
-            self.dialect.header("copy-source"),
-            self.copy_source(&req.source_key)?,
-        )
-        .error_in_body();
+        );
+        call = self.copy_from(call, &req.source_key, req.source_if_match.as_deref())?;
         let (copy, replace) = self.dialect.metadata_directive;
         match &req.directive {
             MetadataDirective::Copy => {
@@ -960,12 +959,6 @@ impl ObjectStore for HttpStore {
                 call = call.header(self.dialect.header("metadata-directive"), replace);
                 call = self.attribute_headers(call, attrs);
             }
-        }
-        if let Some(etag) = &req.source_if_match {
-            call = call.header(
-                self.dialect.header("copy-source-if-match"),
-                format!("\"{etag}\""),
-            );
         }
         let reply = self.execute(&call).await?;
         Ok(PutResponse {
@@ -1038,7 +1031,7 @@ impl ObjectStore for HttpStore {
     }
 
     async fn modify_object(&self, key: &str, position: u64, body: Bytes) -> StoreResult<()> {
-        self.require(
+        require(
             self.dialect.capabilities.modify_at_offset,
             "modify at offset",
         )?;
@@ -1053,7 +1046,7 @@ impl ObjectStore for HttpStore {
     }
 
     async fn truncate_object(&self, key: &str, length: u64) -> StoreResult<()> {
-        self.require(self.dialect.capabilities.truncate, "truncate")?;
+        require(self.dialect.capabilities.truncate, "truncate")?;
         let call = Call::new(Operation::TruncateObject, reqwest::Method::PUT, Some(key))
             .query("length", length.to_string())
             .flag("truncate");
@@ -1066,7 +1059,7 @@ impl ObjectStore for HttpStore {
         target: &str,
         attributes: &ObjectAttributes,
     ) -> StoreResult<()> {
-        self.require(self.dialect.capabilities.symlink, "symlink")?;
+        require(self.dialect.capabilities.symlink, "symlink")?;
         let target = if self.dialect.symlink_target_encoded {
             encode::strict(target)
         } else {
@@ -1080,7 +1073,7 @@ impl ObjectStore for HttpStore {
     }
 
     async fn get_symlink(&self, key: &str) -> StoreResult<String> {
-        self.require(self.dialect.capabilities.symlink, "symlink")?;
+        require(self.dialect.capabilities.symlink, "symlink")?;
         let call =
             Call::new(Operation::GetSymlink, reqwest::Method::GET, Some(key)).flag("symlink");
         let reply = self.execute(&call).await?;

@@ -56,7 +56,7 @@
 
 use super::ObjectStore;
 use super::dialect::Dialect;
-use super::error::{ServiceDetails, StoreError, StoreResult};
+use super::error::{ServiceDetails, StoreError, StoreResult, require};
 use super::types::*;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -301,14 +301,6 @@ fn zero_extended(body: &[u8], length: u64) -> StoreResult<Vec<u8>> {
     Ok(grown)
 }
 
-fn require(available: bool, what: &'static str) -> StoreResult<()> {
-    if available {
-        Ok(())
-    } else {
-        Err(StoreError::Unsupported(what))
-    }
-}
-
 /// `range` as slice indices of a body of `len` bytes; `range` is already
 /// known to lie within it.
 fn indices(range: &Range<u64>) -> Range<usize> {
@@ -398,11 +390,7 @@ impl MemoryStore {
     }
 
     fn crc64(&self, body: &[u8]) -> Option<u64> {
-        self.dialect.crc64_header.map(|_| {
-            let mut digest = crc64fast::Digest::new();
-            digest.write(body);
-            digest.sum64()
-        })
+        self.dialect.crc64_header.map(|_| crc64(body))
     }
 
     fn list_operation(&self) -> Operation {

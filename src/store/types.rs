@@ -198,6 +198,13 @@ pub fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
     ))
 }
 
+/// CRC-64/XZ of `data`, the checksum OSS and COS call `crc64ecma`.
+pub fn crc64(data: &[u8]) -> u64 {
+    let mut digest = crc64fast::Digest::new();
+    digest.write(data);
+    digest.sum64()
+}
+
 /// A part as ListParts reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartSummary {

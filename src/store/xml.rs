@@ -57,6 +57,11 @@ fn parse_u64(s: &str, what: &str) -> StoreResult<u64> {
         .map_err(|_| StoreError::InvalidResponse(format!("{what}: not a number: {s:?}")))
 }
 
+fn parse_u32(s: &str, what: &str) -> StoreResult<u32> {
+    u32::try_from(parse_u64(s, what)?)
+        .map_err(|_| StoreError::InvalidResponse(format!("{what}: out of range: {s:?}")))
+}
+
 /// Strips the quotes around an ETag value (`"abc"` -> `abc`).
 pub fn unquote_etag(s: &str) -> String {
     s.trim().trim_matches('"').to_string()
@@ -259,8 +264,7 @@ pub fn parse_list_parts(body: &str) -> StoreResult<(Vec<PartSummary>, Option<u32
     let raw: ListPartsXml = parse(body, "ListPartsResult")?;
     let mut parts = Vec::with_capacity(raw.part.len());
     for p in raw.part {
-        let part_number = u32::try_from(parse_u64(&p.part_number, "PartNumber")?)
-            .map_err(|_| StoreError::InvalidResponse("PartNumber out of range".into()))?;
+        let part_number = parse_u32(&p.part_number, "PartNumber")?;
         parts.push(PartSummary {
             part_number,
             etag: unquote_etag(&p.etag),
@@ -268,11 +272,7 @@ pub fn parse_list_parts(body: &str) -> StoreResult<(Vec<PartSummary>, Option<u32
         });
     }
     let next = if parse_bool(&raw.is_truncated) {
-        let marker = u32::try_from(parse_u64(
-            &raw.next_part_number_marker,
-            "NextPartNumberMarker",
-        )?)
-        .map_err(|_| StoreError::InvalidResponse("NextPartNumberMarker out of range".into()))?;
+        let marker = parse_u32(&raw.next_part_number_marker, "NextPartNumberMarker")?;
         Some(marker)
     } else {
         None

@@ -48,6 +48,17 @@ pub enum SignatureVersion {
 }
 
 impl SignatureVersion {
+    /// Every algorithm, for tests that must cover them all.
+    pub const ALL: [SignatureVersion; 7] = [
+        SignatureVersion::S3V4,
+        SignatureVersion::S3V2,
+        SignatureVersion::OssV1,
+        SignatureVersion::OssV4,
+        SignatureVersion::Obs,
+        SignatureVersion::ObsV2,
+        SignatureVersion::Cos,
+    ];
+
     /// The header that carries a session token for temporary credentials.
     pub fn security_token_header(self) -> &'static str {
         match self {
