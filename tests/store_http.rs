@@ -675,6 +675,15 @@ fn oss_append_server(script: Vec<Action>, head_size: u64) -> impl FnMut(&Receive
     }
 }
 
+fn append_at(position: u64, body: &'static [u8]) -> AppendRequest {
+    AppendRequest {
+        key: "log".into(),
+        position,
+        body: Bytes::from_static(body),
+        attributes: ObjectAttributes::default(),
+    }
+}
+
 #[tokio::test]
 async fn append_after_a_lost_response_checks_the_length_instead_of_resending() {
     // The append landed (length is now 100 + 5) but its response was lost.
@@ -685,12 +694,7 @@ async fn append_after_a_lost_response_checks_the_length_instead_of_resending() {
     .await;
     let store = store_for(&server, Dialect::new(Provider::Oss), fast_retry(5));
     let resp = store
-        .append_object(&AppendRequest {
-            key: "log".into(),
-            position: 100,
-            body: Bytes::from_static(b"12345"),
-            attributes: ObjectAttributes::default(),
-        })
+        .append_object(&append_at(100, b"12345"))
         .await
         .unwrap();
     assert_eq!(resp.next_position, 105);
@@ -719,12 +723,7 @@ async fn append_that_did_not_land_is_sent_again() {
     .await;
     let store = store_for(&server, Dialect::new(Provider::Oss), fast_retry(5));
     let resp = store
-        .append_object(&AppendRequest {
-            key: "log".into(),
-            position: 100,
-            body: Bytes::from_static(b"12345"),
-            attributes: ObjectAttributes::default(),
-        })
+        .append_object(&append_at(100, b"12345"))
         .await
         .unwrap();
     assert_eq!(resp.next_position, 105);
@@ -749,12 +748,7 @@ async fn append_errors_are_typed() {
     )
     .await;
     let store = store_for(&server, Dialect::new(Provider::Oss), fast_retry(5));
-    let mut req = AppendRequest {
-        key: "log".into(),
-        position: 10,
-        body: Bytes::from_static(b"x"),
-        attributes: ObjectAttributes::default(),
-    };
+    let mut req = append_at(10, b"x");
     assert_eq!(
         store.append_object(&req).await.unwrap_err(),
         StoreError::PositionNotEqualToLength {
