@@ -6,7 +6,7 @@
 //! skipped, so a new vector set cannot pass by being ignored.
 
 use bucketfs::store::credentials::Credentials;
-use bucketfs::store::sign::{RequestParts, SignatureVersion, Signer};
+use bucketfs::store::sign::{self, RequestParts, SignatureVersion, Signer};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -45,13 +45,12 @@ fn header_pairs(case: &Value, field: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Signs one case; returns a description of the mismatch, if any.
-fn check_case(version: SignatureVersion, case: &Value) -> Result<(), String> {
+/// The request and credentials of one case. `with_unsigned` adds the headers
+/// the SDK sent but did not sign.
+fn case_request(case: &Value, with_unsigned: bool) -> Result<(RequestParts, Credentials), String> {
     let name = str_field(case, "name").unwrap_or("?");
     let mut headers = header_pairs(case, "headers");
-    // SigV4 signs what it is given; every other algorithm picks its own
-    // headers and must ignore the ones it does not sign.
-    if version != SignatureVersion::S3V4 {
+    if with_unsigned {
         headers.extend(header_pairs(case, "unsigned_headers"));
     }
     let query = case["query"]
@@ -80,6 +79,15 @@ fn check_case(version: SignatureVersion, case: &Value) -> Result<(), String> {
     if let Some(token) = str_field(case, "security_token") {
         creds = creds.with_session_token(token);
     }
+    Ok((req, creds))
+}
+
+/// Signs one case; returns a description of the mismatch, if any.
+fn check_case(version: SignatureVersion, case: &Value) -> Result<(), String> {
+    let name = str_field(case, "name").unwrap_or("?");
+    // SigV4 signs what it is given; every other algorithm picks its own
+    // headers and must ignore the ones it does not sign.
+    let (req, creds) = case_request(case, version != SignatureVersion::S3V4)?;
     let signer = Signer::new(version, str_field(case, "region").unwrap_or_default());
     let now = case["timestamp_unix"]
         .as_i64()
@@ -99,6 +107,41 @@ fn check_case(version: SignatureVersion, case: &Value) -> Result<(), String> {
 
 #[test]
 fn every_vector_file_signs_exactly_like_the_sdk() {
+    for_every_case(check_case);
+}
+
+/// The server side: every SDK request, as sent (unsigned headers included),
+/// verifies; with another secret it does not.
+#[test]
+fn every_vector_request_verifies_on_the_server_side() {
+    for_every_case(|version, case| {
+        let name = str_field(case, "name").unwrap_or("?");
+        let (mut req, creds) = case_request(case, true)?;
+        let auth = str_field(case, "expected_authorization").unwrap_or_default();
+        req.headers.push(("Authorization".into(), auth.into()));
+        let is_obs = matches!(version, SignatureVersion::Obs | SignatureVersion::ObsV2);
+        let parsed = sign::verify(&req, is_obs, |ak| {
+            (ak == creds.access_key_id).then(|| creds.clone())
+        })
+        .map_err(|e| format!("{name}: refused: {e:?}"))?;
+        if parsed.version != version {
+            return Err(format!("{name}: parsed as {:?}", parsed.version));
+        }
+        let wrong = Credentials::new(creds.access_key_id.clone(), "wrong-secret");
+        match sign::verify(&req, is_obs, |_| Some(wrong.clone())) {
+            Err(sign::VerifyError::Mismatch) => {}
+            other => return Err(format!("{name}: wrong secret gave {other:?}")),
+        }
+        match sign::verify(&req, is_obs, |_| None) {
+            Err(sign::VerifyError::UnknownAccessKey(_)) => Ok(()),
+            other => Err(format!("{name}: unknown key gave {other:?}")),
+        }
+    });
+}
+
+/// Runs `check` on every case of every vector file and fails with all
+/// mismatches at once.
+fn for_every_case(check: impl Fn(SignatureVersion, &Value) -> Result<(), String>) {
     let dir = vectors_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read vector directory {}: {e}", dir.display()))
@@ -132,7 +175,7 @@ fn every_vector_file_signs_exactly_like_the_sdk() {
         assert!(!cases.is_empty(), "{}: no cases", file.display());
         for case in &cases {
             checked += 1;
-            if let Err(msg) = check_case(version, case) {
+            if let Err(msg) = check(version, case) {
                 failures.push(format!("{stem} {msg}"));
             }
         }

@@ -61,6 +61,16 @@ fn encoded_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> (String
 
 pub(super) fn authorization(req: &RequestParts, creds: &Credentials, now: i64) -> String {
     let key_time = format!("{};{}", now - VALID_BEFORE_SECS, now + VALID_AFTER_SECS);
+    authorization_for_window(req, creds, &key_time)
+}
+
+/// The Authorization value for a given `q-key-time` window (`start;end`):
+/// a verifier recomputes it with the window the client chose.
+pub(super) fn authorization_for_window(
+    req: &RequestParts,
+    creds: &Credentials,
+    key_time: &str,
+) -> String {
     let sign_key = hex::encode(hmac_sha1(
         creds.secret_access_key.expose().as_bytes(),
         key_time.as_bytes(),
