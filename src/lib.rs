@@ -5,5 +5,6 @@
 //! (dialects, signers, HTTP with retries, an in-memory store for tests);
 //! `errno` maps its errors to the errno values the filesystem replies with.
 
+pub mod emulator;
 pub mod errno;
 pub mod store;

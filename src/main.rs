@@ -1,21 +1,116 @@
 //! The `bucketfs` command.
 //!
-//! Today it only describes itself: the object-store client library is the
-//! first layer to land. `bucketfs mount` and `bucketfs emulator` arrive with
-//! the filesystem and emulator layers (see README, "Status").
+//! `bucketfs emulator` runs the local object-store server; `bucketfs mount`
+//! arrives with the filesystem layer (see README, "Status").
 
-use clap::Parser;
+use bucketfs::emulator::{self, EmulatorConfig, handler::BucketSpec};
+use bucketfs::store::Provider;
+use bucketfs::store::credentials::Credentials;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::process::ExitCode;
 
 /// Mount an object-storage bucket (OSS, OBS, COS, S3) as a filesystem.
 #[derive(Parser, Debug)]
 #[command(name = "bucketfs", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    println!(
-        "bucketfs {}: the object-store client is built; `mount` and `emulator` are not yet available.\n\
-         Run `bucketfs --help` for options.",
-        env!("CARGO_PKG_VERSION")
-    );
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a local object-store server (S3, OSS, OBS or COS dialect) for
+    /// tests and demos. Prints one line with its URL once ready.
+    Emulator(EmulatorArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct EmulatorArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Dialect to speak: s3, oss, obs or cos.
+    #[arg(long, default_value = "s3", value_parser = parse_provider)]
+    dialect: Provider,
+    /// A bucket to serve (repeatable): NAME, NAME:hns (OSS hierarchical
+    /// namespace) or NAME:pfs (OBS parallel file system).
+    #[arg(long = "bucket", value_parser = BucketSpec::parse, default_value = "demo")]
+    buckets: Vec<BucketSpec>,
+    /// Access key id clients must sign with.
+    #[arg(
+        long,
+        env = "BUCKETFS_EMULATOR_ACCESS_KEY",
+        default_value = "bucketfs-demo"
+    )]
+    access_key: String,
+    /// Secret key clients must sign with (prefer the environment variable,
+    /// which `ps` does not show).
+    #[arg(
+        long,
+        env = "BUCKETFS_EMULATOR_SECRET_KEY",
+        default_value = "bucketfs-demo-secret",
+        hide_env_values = true
+    )]
+    secret_key: String,
+}
+
+fn parse_provider(s: &str) -> Result<Provider, String> {
+    Provider::parse(s).ok_or_else(|| format!("unknown dialect {s:?} (use s3, oss, obs or cos)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Emulator(args) => run_emulator(args),
+    }
+}
+
+fn run_emulator(args: EmulatorArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bucketfs emulator: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let config = EmulatorConfig {
+            listen: args.listen,
+            provider: args.dialect,
+            buckets: args.buckets,
+            credentials: Credentials::new(args.access_key, args.secret_key),
+        };
+        let buckets: Vec<String> = config.buckets.iter().map(|b| b.name.clone()).collect();
+        let running = match emulator::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("bucketfs emulator: cannot listen on {}: {e}", args.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "bucketfs emulator ({}) listening on {} with bucket(s) {}",
+            args.dialect.name(),
+            running.url,
+            buckets.join(", ")
+        );
+        wait_for_shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

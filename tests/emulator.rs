@@ -1,0 +1,491 @@
+//! The emulator, driven over real HTTP on 127.0.0.1 by the project's own
+//! client in every dialect and signature: every operation the filesystem
+//! needs, the errors it relies on, signature checks and the counters.
+
+use bucketfs::emulator::handler::BucketSpec;
+use bucketfs::emulator::{self, EmulatorConfig, RunningEmulator};
+use bucketfs::store::credentials::Credentials;
+use bucketfs::store::http::{HttpStore, HttpStoreConfig};
+use bucketfs::store::retry::RetryPolicy;
+use bucketfs::store::sign::SignatureVersion;
+use bucketfs::store::*;
+use bytes::Bytes;
+use std::collections::BTreeSet;
+
+const AK: &str = "emulator-test-ak";
+const SK: &str = "emulator-test-secret";
+
+async fn start(provider: Provider, buckets: &[&str]) -> RunningEmulator {
+    emulator::start(EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        provider,
+        buckets: buckets
+            .iter()
+            .map(|b| BucketSpec::parse(b).unwrap())
+            .collect(),
+        credentials: Credentials::new(AK, SK),
+    })
+    .await
+    .expect("emulator starts on a free port")
+}
+
+fn client(emu: &RunningEmulator, dialect: Dialect, bucket: &str, creds: Credentials) -> HttpStore {
+    let mut config = HttpStoreConfig::new(&emu.url, bucket, dialect, creds);
+    config.region = "local".into();
+    config.path_style = true;
+    config.retry = RetryPolicy::none();
+    HttpStore::new(config).expect("valid client config")
+}
+
+fn provider_of(v: SignatureVersion) -> Provider {
+    match v {
+        SignatureVersion::S3V4 | SignatureVersion::S3V2 => Provider::S3,
+        SignatureVersion::OssV1 | SignatureVersion::OssV4 => Provider::Oss,
+        SignatureVersion::Obs | SignatureVersion::ObsV2 => Provider::Obs,
+        SignatureVersion::Cos => Provider::Cos,
+    }
+}
+
+fn attrs(mode: &str) -> ObjectAttributes {
+    let mut a = ObjectAttributes {
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    a.metadata.insert("mode".into(), mode.into());
+    a
+}
+
+async fn put(store: &HttpStore, key: &str, body: &'static [u8]) {
+    store
+        .put_object(&PutRequest {
+            key: key.into(),
+            body: Bytes::from_static(body),
+            attributes: attrs("100644"),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+}
+
+async fn read_all(store: &HttpStore, key: &str) -> Bytes {
+    store
+        .get_object(&GetRequest {
+            key: key.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("get {key}: {e}"))
+        .body
+}
+
+/// Every key and prefix under `prefix`, paging `page` at a time.
+async fn list_all(store: &HttpStore, prefix: &str, page: u32) -> (Vec<String>, Vec<String>) {
+    let mut keys = Vec::new();
+    let mut prefixes = Vec::new();
+    let mut req = ListRequest {
+        prefix: prefix.into(),
+        delimiter: Some("/".into()),
+        max_keys: Some(page),
+        ..Default::default()
+    };
+    loop {
+        let p = store.list_objects(&req).await.expect("list");
+        keys.extend(p.objects.into_iter().map(|o| o.key));
+        prefixes.extend(p.common_prefixes);
+        match p.next {
+            Some(next) => req.continuation = Some(next),
+            None => return (keys, prefixes),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_dialect_serves_the_filesystem_operations() {
+    for version in SignatureVersion::ALL {
+        let provider = provider_of(version);
+        let emu = start(provider, &["bkt"]).await;
+        let dialect = Dialect::new(provider).with_signature(version);
+        let store = client(&emu, dialect.clone(), "bkt", Credentials::new(AK, SK));
+        let ctx = format!("{version:?}");
+
+        store
+            .head_bucket()
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: head bucket: {e}"));
+
+        // Put, head (metadata), ranged get, 416.
+        put(&store, "dir/a b+c.txt", b"hello world").await;
+        let meta = store.head_object("dir/a b+c.txt").await.unwrap();
+        assert_eq!(meta.size, 11, "{ctx}");
+        assert_eq!(
+            meta.metadata.get("mode").map(String::as_str),
+            Some("100644"),
+            "{ctx}"
+        );
+        assert_eq!(meta.content_type.as_deref(), Some("text/plain"), "{ctx}");
+        let got = store
+            .get_object(&GetRequest {
+                key: "dir/a b+c.txt".into(),
+                range: Some(6..11),
+                if_match: Some(meta.etag.clone()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(&got.body[..], b"world", "{ctx}");
+        assert_eq!(got.total_size, 11);
+        let past_end = store
+            .get_object(&GetRequest {
+                key: "dir/a b+c.txt".into(),
+                range: Some(11..20),
+                if_match: None,
+            })
+            .await;
+        assert!(
+            matches!(past_end, Err(StoreError::InvalidRange(_))),
+            "{ctx}: {past_end:?}"
+        );
+        let stale = store
+            .get_object(&GetRequest {
+                key: "dir/a b+c.txt".into(),
+                range: None,
+                if_match: Some("0000".into()),
+            })
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::PreconditionFailed(_))),
+            "{ctx}: {stale:?}"
+        );
+        assert!(matches!(
+            store.head_object("dir/missing").await,
+            Err(StoreError::NoSuchKey { .. })
+        ));
+
+        // Listing with delimiter and pagination, odd keys included.
+        for key in [
+            "dir/日本/ファイル ü.txt",
+            "dir/sub/x",
+            "dir/z%20y",
+            "dir/p+q",
+        ] {
+            put(&store, key, b"x").await;
+        }
+        let (keys, prefixes) = list_all(&store, "dir/", 2).await;
+        assert_eq!(
+            keys.iter().collect::<BTreeSet<_>>(),
+            ["dir/a b+c.txt", "dir/p+q", "dir/z%20y"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .iter()
+                .collect(),
+            "{ctx}: keys {keys:?}"
+        );
+        assert_eq!(
+            prefixes,
+            vec!["dir/sub/".to_string(), "dir/日本/".to_string()],
+            "{ctx}"
+        );
+
+        // Copy with REPLACE onto itself changes the metadata.
+        store
+            .copy_object(&CopyRequest {
+                source_key: "dir/a b+c.txt".into(),
+                dest_key: "dir/a b+c.txt".into(),
+                directive: MetadataDirective::Replace(attrs("100600")),
+                source_if_match: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: copy: {e}"));
+        let meta = store.head_object("dir/a b+c.txt").await.unwrap();
+        assert_eq!(
+            meta.metadata.get("mode").map(String::as_str),
+            Some("100600"),
+            "{ctx}"
+        );
+
+        // Multipart with a copied range.
+        let upload = store
+            .create_multipart_upload("big", &attrs("100644"))
+            .await
+            .unwrap();
+        let p1 = store
+            .upload_part(&UploadPartRequest {
+                key: "big".into(),
+                upload_id: upload.clone(),
+                part_number: 1,
+                body: Bytes::from_static(b"part-one;"),
+            })
+            .await
+            .unwrap();
+        let p2 = store
+            .upload_part_copy(&UploadPartCopyRequest {
+                key: "big".into(),
+                upload_id: upload.clone(),
+                part_number: 2,
+                source_key: "dir/a b+c.txt".into(),
+                source_range: Some(0..5),
+                source_if_match: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: part copy: {e}"));
+        let listed = store.list_parts("big", &upload).await.unwrap();
+        assert_eq!(listed.len(), 2, "{ctx}");
+        store
+            .complete_multipart_upload(&CompleteMultipartRequest {
+                key: "big".into(),
+                upload_id: upload.clone(),
+                parts: vec![p1, p2],
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: complete: {e}"));
+        assert_eq!(
+            &read_all(&store, "big").await[..],
+            b"part-one;hello",
+            "{ctx}"
+        );
+        let aborted = store
+            .create_multipart_upload("gone", &attrs("100644"))
+            .await
+            .unwrap();
+        store
+            .abort_multipart_upload("gone", &aborted)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.list_parts("gone", &aborted).await,
+            Err(StoreError::NoSuchUpload { .. })
+        ));
+
+        // Append where the dialect has it.
+        if dialect.capabilities.append {
+            let first = store
+                .append_object(&AppendRequest {
+                    key: "log".into(),
+                    position: 0,
+                    body: Bytes::from_static(b"abc"),
+                    attributes: attrs("100644"),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{ctx}: append: {e}"));
+            assert_eq!(first.next_position, 3);
+            let second = store
+                .append_object(&AppendRequest {
+                    key: "log".into(),
+                    position: 3,
+                    body: Bytes::from_static(b"def"),
+                    attributes: ObjectAttributes::default(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(second.next_position, 6);
+            let wrong = store
+                .append_object(&AppendRequest {
+                    key: "log".into(),
+                    position: 2,
+                    body: Bytes::from_static(b"x"),
+                    attributes: ObjectAttributes::default(),
+                })
+                .await;
+            assert_eq!(
+                wrong,
+                Err(StoreError::PositionNotEqualToLength {
+                    position: 2,
+                    next_position: Some(6)
+                }),
+                "{ctx}"
+            );
+            let not_appendable = store
+                .append_object(&AppendRequest {
+                    key: "big".into(),
+                    position: 14,
+                    body: Bytes::from_static(b"x"),
+                    attributes: ObjectAttributes::default(),
+                })
+                .await;
+            assert!(
+                matches!(not_appendable, Err(StoreError::ObjectNotAppendable { .. })),
+                "{ctx}: {not_appendable:?}"
+            );
+            assert_eq!(&read_all(&store, "log").await[..], b"abcdef");
+            let meta = store.head_object("log").await.unwrap();
+            assert_eq!(meta.object_type, ObjectType::Appendable, "{ctx}");
+            assert_eq!(meta.next_append_position, Some(6), "{ctx}");
+        }
+
+        // Symlinks where the dialect has them.
+        if dialect.capabilities.symlink {
+            store
+                .put_symlink("link", "dir/a b+c.txt", &attrs("120777"))
+                .await
+                .unwrap_or_else(|e| panic!("{ctx}: symlink: {e}"));
+            assert_eq!(store.get_symlink("link").await.unwrap(), "dir/a b+c.txt");
+        }
+
+        // Deletes: batch and single; deleting a missing key succeeds.
+        let all: Vec<String> = ["dir/p+q", "dir/z%20y", "dir/sub/x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let deleted = store.delete_objects(&all).await.unwrap();
+        assert_eq!(deleted.deleted.len(), 3, "{ctx}");
+        store.delete_object("dir/a b+c.txt").await.unwrap();
+        store.delete_object("dir/never-existed").await.unwrap();
+        let (keys, prefixes) = list_all(&store, "dir/", 1000).await;
+        assert!(keys.is_empty(), "{ctx}: {keys:?}");
+        assert_eq!(prefixes, vec!["dir/日本/".to_string()]);
+
+        // Missing bucket.
+        let other = client(&emu, dialect.clone(), "nobucket", Credentials::new(AK, SK));
+        assert!(
+            matches!(
+                other.head_bucket().await,
+                Err(StoreError::NoSuchBucket { .. })
+            ),
+            "{ctx}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wrong_secrets_and_unknown_keys_are_refused_in_every_dialect() {
+    for version in SignatureVersion::ALL {
+        let provider = provider_of(version);
+        let emu = start(provider, &["bkt"]).await;
+        let dialect = Dialect::new(provider).with_signature(version);
+        let wrong_secret = client(
+            &emu,
+            dialect.clone(),
+            "bkt",
+            Credentials::new(AK, "not-the-secret"),
+        );
+        // HEAD has no body to carry the code: a plain 403.
+        match wrong_secret.head_object("k").await {
+            Err(StoreError::AccessDenied(d)) => assert_eq!(d.status, 403, "{version:?}"),
+            other => panic!("{version:?}: wrong secret gave {other:?}"),
+        }
+        match wrong_secret.list_objects(&ListRequest::default()).await {
+            Err(StoreError::BadCredentials(d)) => assert_eq!(d.code, "SignatureDoesNotMatch"),
+            other => panic!("{version:?}: wrong secret gave {other:?}"),
+        }
+        let unknown = client(&emu, dialect, "bkt", Credentials::new("who-is-this", SK));
+        match unknown.list_objects(&ListRequest::default()).await {
+            Err(StoreError::BadCredentials(d)) => assert_eq!(d.code, "InvalidAccessKeyId"),
+            other => panic!("{version:?}: unknown key gave {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn native_operations_exist_only_on_buckets_of_that_type() {
+    // OBS parallel file system: modify, truncate, rename.
+    let emu = start(Provider::Obs, &["plain", "fs:pfs"]).await;
+    let pfs_info = client(
+        &emu,
+        Dialect::new(Provider::Obs),
+        "fs",
+        Credentials::new(AK, SK),
+    )
+    .head_bucket()
+    .await
+    .unwrap();
+    assert!(pfs_info.obs_pfs);
+    let pfs = client(
+        &emu,
+        Dialect::new(Provider::Obs).with_bucket_info(&pfs_info),
+        "fs",
+        Credentials::new(AK, SK),
+    );
+    put(&pfs, "d/f", b"0123456789").await;
+    pfs.modify_object("d/f", 2, Bytes::from_static(b"ab"))
+        .await
+        .unwrap();
+    pfs.truncate_object("d/f", 6).await.unwrap();
+    pfs.rename_object("d/f", "d/g").await.unwrap();
+    assert_eq!(&read_all(&pfs, "d/g").await[..], b"01ab45");
+    assert!(matches!(
+        pfs.head_object("d/f").await,
+        Err(StoreError::NoSuchKey { .. })
+    ));
+    let plain_info = client(
+        &emu,
+        Dialect::new(Provider::Obs),
+        "plain",
+        Credentials::new(AK, SK),
+    )
+    .head_bucket()
+    .await
+    .unwrap();
+    assert!(!plain_info.obs_pfs);
+
+    // OSS hierarchical namespace: directory rename through bucketInfo probe.
+    let emu = start(Provider::Oss, &["hns:hns"]).await;
+    let probe = client(
+        &emu,
+        Dialect::new(Provider::Oss),
+        "hns",
+        Credentials::new(AK, SK),
+    );
+    let info = probe.head_bucket().await.unwrap();
+    assert!(info.oss_hierarchical_namespace);
+    let hns = client(
+        &emu,
+        Dialect::new(Provider::Oss).with_bucket_info(&info),
+        "hns",
+        Credentials::new(AK, SK),
+    );
+    put(&hns, "src/a", b"1").await;
+    put(&hns, "src/b/c", b"2").await;
+    hns.rename_object("src/", "dst/").await.unwrap();
+    let (keys, prefixes) = list_all(&hns, "dst/", 1000).await;
+    assert_eq!(keys, vec!["dst/a".to_string()]);
+    assert_eq!(prefixes, vec!["dst/b/".to_string()]);
+    let (old, _) = list_all(&hns, "src/", 1000).await;
+    assert!(old.is_empty());
+}
+
+#[tokio::test]
+async fn stats_count_requests_and_bytes_per_operation() {
+    let emu = start(Provider::S3, &["bkt"]).await;
+    let store = client(
+        &emu,
+        Dialect::new(Provider::S3),
+        "bkt",
+        Credentials::new(AK, SK),
+    );
+    for i in 0..2500 {
+        store
+            .put_object(&PutRequest {
+                key: format!("many/f{i:05}"),
+                body: Bytes::from_static(b"1234"),
+                attributes: ObjectAttributes::default(),
+            })
+            .await
+            .unwrap();
+    }
+    let http = reqwest::Client::new();
+    http.post(format!("{}/-/stats/reset", emu.url))
+        .send()
+        .await
+        .unwrap();
+    let (keys, _) = list_all(&store, "many/", 1000).await;
+    assert_eq!(keys.len(), 2500);
+    read_all(&store, "many/f00007").await;
+    let stats: serde_json::Value = http
+        .get(format!("{}/-/stats", emu.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["ListObjectsV2"]["requests"], 3, "{stats}");
+    assert_eq!(stats["GetObject"]["requests"], 1, "{stats}");
+    assert_eq!(stats["GetObject"]["bytes_out"], 4, "{stats}");
+    assert!(
+        stats.get("HeadObject").is_none(),
+        "a listing costs no HEAD: {stats}"
+    );
+    assert!(
+        stats.get("PutObject").is_none(),
+        "reset zeroed the puts: {stats}"
+    );
+}
