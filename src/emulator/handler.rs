@@ -1100,6 +1100,12 @@ impl Op {
     }
 }
 
+/// Which operation a request is (for fault rules and counters).
+pub fn classify(req: &Incoming) -> Op {
+    let target = wire::target(&req.host, &req.path);
+    operation(req, &target, &wire::query_pairs(&req.query))
+}
+
 /// Which operation a request is, from method, target and query.
 fn operation(req: &Incoming, target: &Target, query: &[(String, Option<String>)]) -> Op {
     let has = |name: &str| query.iter().any(|(n, _)| n == name);
