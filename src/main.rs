@@ -3,7 +3,7 @@
 //! `bucketfs emulator` runs the local object-store server; `bucketfs mount`
 //! arrives with the filesystem layer (see README, "Status").
 
-use bucketfs::emulator::{self, EmulatorConfig, handler::BucketSpec};
+use bucketfs::emulator::{self, EmulatorConfig, faults::FaultRule, handler::BucketSpec};
 use bucketfs::store::Provider;
 use bucketfs::store::credentials::Credentials;
 use clap::{Parser, Subcommand};
@@ -53,6 +53,14 @@ struct EmulatorArgs {
         hide_env_values = true
     )]
     secret_key: String,
+    /// A fault rule (repeatable): OPERATION:KIND[:next=N][:p=FRACTION], KIND
+    /// one of 500, 503, reset, delay=MS, truncate; OPERATION a counter name or
+    /// `*`. More can be added at run time with `POST /-/faults`.
+    #[arg(long = "fault", value_parser = FaultRule::parse)]
+    faults: Vec<FaultRule>,
+    /// Seed for the faults that hit a fraction of requests.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 fn parse_provider(s: &str) -> Result<Provider, String> {
@@ -80,6 +88,8 @@ fn run_emulator(args: EmulatorArgs) -> ExitCode {
             provider: args.dialect,
             buckets: args.buckets,
             credentials: Credentials::new(args.access_key, args.secret_key),
+            faults: args.faults,
+            seed: args.seed,
         };
         let buckets: Vec<String> = config.buckets.iter().map(|b| b.name.clone()).collect();
         let running = match emulator::start(config).await {

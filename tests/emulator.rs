@@ -24,6 +24,8 @@ async fn start(provider: Provider, buckets: &[&str]) -> RunningEmulator {
             .map(|b| BucketSpec::parse(b).unwrap())
             .collect(),
         credentials: Credentials::new(AK, SK),
+        faults: Vec::new(),
+        seed: 1,
     })
     .await
     .expect("emulator starts on a free port")
@@ -488,4 +490,77 @@ async fn stats_count_requests_and_bytes_per_operation() {
         stats.get("PutObject").is_none(),
         "reset zeroed the puts: {stats}"
     );
+}
+
+#[tokio::test]
+async fn injected_faults_are_ridden_out_by_the_client_retries() {
+    let emu = start(Provider::Oss, &["bkt"]).await;
+    let mut config = HttpStoreConfig::new(
+        &emu.url,
+        "bkt",
+        Dialect::new(Provider::Oss),
+        Credentials::new(AK, SK),
+    );
+    config.region = "local".into();
+    config.path_style = true;
+    config.retry = RetryPolicy {
+        max_attempts: 6,
+        base_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(10),
+    };
+    let store = HttpStore::new(config).unwrap();
+    put(&store, "f", b"0123456789abcdef").await;
+
+    let http = reqwest::Client::new();
+    let rules = "GetObject:503:next=2\nGetObject:truncate:next=1\nHeadObject:reset:next=1\nPutObject:500:next=1\n";
+    let answer = http
+        .post(format!("{}/-/faults", emu.url))
+        .body(rules)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), rules, "rules echo back");
+    http.post(format!("{}/-/stats/reset", emu.url))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(&read_all(&store, "f").await[..], b"0123456789abcdef");
+    assert_eq!(store.head_object("f").await.unwrap().size, 16);
+    put(&store, "g", b"x").await;
+
+    let stats: serde_json::Value = http
+        .get(format!("{}/-/stats", emu.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["GetObject"]["requests"], 4,
+        "two 503s, one cut short, one good: {stats}"
+    );
+    assert_eq!(stats["HeadObject"]["requests"], 2, "{stats}");
+    assert_eq!(stats["PutObject"]["requests"], 2, "{stats}");
+    let left = http
+        .get(format!("{}/-/faults", emu.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(left, "", "every next=N rule is spent");
+
+    // A bad rule is refused with the reason.
+    let bad = http
+        .post(format!("{}/-/faults", emu.url))
+        .body("GetObject:404")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("unknown kind"));
 }

@@ -4,8 +4,10 @@
 //!
 //! `wire` reads requests and writes each dialect's XML, `handler` routes and
 //! runs operations on a [`crate::store::memory::MemoryStore`] per bucket,
-//! `stats` counts requests and bytes per operation (`GET /-/stats`).
+//! `stats` counts requests and bytes per operation (`GET /-/stats`),
+//! `faults` makes chosen requests fail (`--fault`, `/-/faults`).
 
+pub mod faults;
 pub mod handler;
 pub mod stats;
 pub mod wire;
@@ -13,12 +15,12 @@ pub mod wire;
 use crate::store::credentials::Credentials;
 use crate::store::dialect::Provider;
 use bytes::Bytes;
+use faults::{FaultKind, FaultRule, Faults};
 use handler::{BucketSpec, Emulator, Incoming};
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -30,6 +32,10 @@ pub struct EmulatorConfig {
     pub provider: Provider,
     pub buckets: Vec<BucketSpec>,
     pub credentials: Credentials,
+    /// Fault rules active from the start.
+    pub faults: Vec<FaultRule>,
+    /// Seed of the fault generator (fractions of requests).
+    pub seed: u64,
 }
 
 /// A running emulator; stops when dropped.
@@ -37,6 +43,7 @@ pub struct RunningEmulator {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     pub emulator: Arc<Emulator>,
+    pub faults: Arc<Faults>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -55,7 +62,9 @@ pub async fn start(config: EmulatorConfig) -> std::io::Result<RunningEmulator> {
         &config.buckets,
         config.credentials,
     ));
+    let faults = Arc::new(Faults::new(config.faults, config.seed));
     let serving = emulator.clone();
+    let serving_faults = faults.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -63,8 +72,9 @@ pub async fn start(config: EmulatorConfig) -> std::io::Result<RunningEmulator> {
             };
             let _ = stream.set_nodelay(true);
             let emulator = serving.clone();
+            let faults = serving_faults.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| serve(emulator.clone(), req));
+                let service = service_fn(move |req| serve(emulator.clone(), faults.clone(), req));
                 if let Err(e) = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await
@@ -77,14 +87,28 @@ pub async fn start(config: EmulatorConfig) -> std::io::Result<RunningEmulator> {
     Ok(RunningEmulator {
         url: format!("http://{addr}"),
         emulator,
+        faults,
         task,
     })
 }
 
+/// The connection is dropped without an answer (fault `reset`).
+#[derive(Debug)]
+struct ConnectionReset;
+
+impl std::fmt::Display for ConnectionReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by fault rule")
+    }
+}
+
+impl std::error::Error for ConnectionReset {}
+
 async fn serve(
     emulator: Arc<Emulator>,
+    faults: Arc<Faults>,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+) -> Result<hyper::Response<Full<Bytes>>, ConnectionReset> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -117,8 +141,45 @@ async fn serve(
         headers,
         body,
     };
+    if let Some(admin) = incoming.path.strip_prefix("/-/faults") {
+        return Ok(faults_admin(
+            &faults,
+            &incoming.method,
+            admin,
+            &incoming.body,
+        ));
+    }
     let head = incoming.method == "HEAD";
-    let out = emulator.handle(incoming).await;
+    let operation = handler::classify(&incoming).name();
+    let fault = faults.decide(operation);
+    let out = match fault {
+        Some(FaultKind::Reset) => {
+            emulator
+                .stats
+                .record(operation, incoming.body.len() as u64, 0);
+            return Err(ConnectionReset);
+        }
+        Some(kind @ (FaultKind::Internal | FaultKind::SlowDown)) => {
+            let (status, code) = match kind {
+                FaultKind::Internal => (500, "InternalError"),
+                _ => (503, "SlowDown"),
+            };
+            let body = wire::error_body(code, "injected fault", &incoming.path, "FAULT");
+            emulator
+                .stats
+                .record(operation, incoming.body.len() as u64, body.len() as u64);
+            handler::Outgoing {
+                status,
+                headers: vec![("Content-Type".into(), "application/xml".into())],
+                body: Bytes::from(body),
+            }
+        }
+        Some(FaultKind::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            emulator.handle(incoming).await
+        }
+        Some(FaultKind::Truncate) | None => emulator.handle(incoming).await,
+    };
     let mut response = hyper::Response::builder().status(out.status);
     let mut content_length = None;
     for (name, value) in &out.headers {
@@ -128,14 +189,60 @@ async fn serve(
         }
         response = response.header(name.as_str(), value.as_bytes());
     }
-    let body = if head { Bytes::new() } else { out.body };
+    let mut body = if head { Bytes::new() } else { out.body };
     if head && let Some(len) = content_length {
         // hyper keeps an explicit Content-Length on HEAD responses.
         response = response.header("content-length", len);
+    } else if fault == Some(FaultKind::Truncate) && body.len() > 1 {
+        // Promise the whole body, send half: hyper closes the connection
+        // when the body ends short of its Content-Length.
+        response = response.header("content-length", body.len().to_string());
+        body = body.slice(..body.len() / 2);
     }
     Ok(response
         .body(Full::new(body))
         .unwrap_or_else(|_| plain(500, "response could not be built")))
+}
+
+/// `GET /-/faults` lists the rules, `POST` adds the rules in the body (one
+/// per line), `DELETE` removes them all.
+fn faults_admin(
+    faults: &Faults,
+    method: &str,
+    rest: &str,
+    body: &[u8],
+) -> hyper::Response<Full<Bytes>> {
+    if !rest.is_empty() {
+        return plain(404, "unknown admin endpoint\n");
+    }
+    match method {
+        "GET" => text(200, faults.describe()),
+        "DELETE" => {
+            faults.clear();
+            text(200, String::new())
+        }
+        "POST" => {
+            let rules: Result<Vec<FaultRule>, String> = String::from_utf8_lossy(body)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(FaultRule::parse)
+                .collect();
+            match rules {
+                Ok(rules) => {
+                    faults.add(rules);
+                    text(200, faults.describe())
+                }
+                Err(e) => text(400, e + "\n"),
+            }
+        }
+        _ => plain(405, "use GET, POST or DELETE\n"),
+    }
+}
+
+fn text(status: u16, body: String) -> hyper::Response<Full<Bytes>> {
+    let mut r = plain(status, "");
+    *r.body_mut() = Full::new(Bytes::from(body));
+    r
 }
 
 fn plain(status: u16, text: &'static str) -> hyper::Response<Full<Bytes>> {
