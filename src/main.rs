@@ -61,6 +61,9 @@ struct EmulatorArgs {
     /// Seed for the faults that hit a fraction of requests.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Keep objects in this directory across restarts (default: memory only).
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
 }
 
 fn parse_provider(s: &str) -> Result<Provider, String> {
@@ -90,12 +93,13 @@ fn run_emulator(args: EmulatorArgs) -> ExitCode {
             credentials: Credentials::new(args.access_key, args.secret_key),
             faults: args.faults,
             seed: args.seed,
+            data_dir: args.data.clone(),
         };
         let buckets: Vec<String> = config.buckets.iter().map(|b| b.name.clone()).collect();
         let running = match emulator::start(config).await {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("bucketfs emulator: cannot listen on {}: {e}", args.listen);
+                eprintln!("bucketfs emulator: cannot start on {}: {e}", args.listen);
                 return ExitCode::FAILURE;
             }
         };

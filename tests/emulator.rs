@@ -26,6 +26,7 @@ async fn start(provider: Provider, buckets: &[&str]) -> RunningEmulator {
         credentials: Credentials::new(AK, SK),
         faults: Vec::new(),
         seed: 1,
+        data_dir: None,
     })
     .await
     .expect("emulator starts on a free port")
@@ -563,4 +564,74 @@ async fn injected_faults_are_ridden_out_by_the_client_retries() {
         .unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("unknown kind"));
+}
+
+#[tokio::test]
+async fn a_data_directory_keeps_objects_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("bucketfs-emu-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = |dir: &std::path::Path| EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        provider: Provider::Cos,
+        buckets: vec![BucketSpec::parse("demo-1250000000").unwrap()],
+        credentials: Credentials::new(AK, SK),
+        faults: Vec::new(),
+        seed: 1,
+        data_dir: Some(dir.to_path_buf()),
+    };
+    {
+        let emu = emulator::start(config(&dir)).await.unwrap();
+        let store = client(
+            &emu,
+            Dialect::new(Provider::Cos),
+            "demo-1250000000",
+            Credentials::new(AK, SK),
+        );
+        put(&store, "kept/one", b"first").await;
+        put(&store, "removed", b"x").await;
+        store
+            .append_object(&AppendRequest {
+                key: "kept/log".into(),
+                position: 0,
+                body: Bytes::from_static(b"line 1\n"),
+                attributes: attrs("100644"),
+            })
+            .await
+            .unwrap();
+        store.delete_object("removed").await.unwrap();
+    }
+    let emu = emulator::start(config(&dir)).await.unwrap();
+    let store = client(
+        &emu,
+        Dialect::new(Provider::Cos),
+        "demo-1250000000",
+        Credentials::new(AK, SK),
+    );
+    assert_eq!(&read_all(&store, "kept/one").await[..], b"first");
+    let meta = store.head_object("kept/log").await.unwrap();
+    assert_eq!(
+        meta.object_type,
+        ObjectType::Appendable,
+        "appends go on after a restart"
+    );
+    assert_eq!(
+        meta.metadata.get("mode").map(String::as_str),
+        Some("100644")
+    );
+    let next = store
+        .append_object(&AppendRequest {
+            key: "kept/log".into(),
+            position: 7,
+            body: Bytes::from_static(b"line 2\n"),
+            attributes: ObjectAttributes::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.next_position, 14);
+    assert!(matches!(
+        store.head_object("removed").await,
+        Err(StoreError::NoSuchKey { .. })
+    ));
+    drop(emu);
+    let _ = std::fs::remove_dir_all(&dir);
 }

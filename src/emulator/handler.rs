@@ -171,6 +171,21 @@ impl Emulator {
         }
     }
 
+    /// Records which keys change in every bucket (for saving them to disk).
+    pub fn track_changes(mut self) -> Emulator {
+        self.buckets = self
+            .buckets
+            .into_iter()
+            .map(|(name, store)| (name, store.track_changes()))
+            .collect();
+        self
+    }
+
+    /// The buckets served, by name.
+    pub fn stores(&self) -> &HashMap<String, MemoryStore> {
+        &self.buckets
+    }
+
     /// Answers one request.
     pub async fn handle(&self, req: Incoming) -> Outgoing {
         if let Some(admin) = req.path.strip_prefix("/-/") {
@@ -741,6 +756,16 @@ impl Emulator {
             wire::element(&mut inner, "ETag", &format!("\"{}\"", o.etag));
             wire::element(&mut inner, "Size", &o.size.to_string());
             wire::element(&mut inner, "StorageClass", "STANDARD");
+            if self.provider != Provider::S3 {
+                // oss2 requires `<Type>` in every entry (OSS API reference,
+                // 7.1.4 ListObjectsV2: Normal, Appendable, Multipart or
+                // Symlink); OBS SDKs read it as `isAppendable`.
+                let kind = match store.head_object(&o.key).await {
+                    Ok(meta) => object_type_name(meta.object_type),
+                    Err(_) => "Normal",
+                };
+                wire::element(&mut inner, "Type", kind);
+            }
             inner.push_str("</Contents>");
         }
         for p in &page.common_prefixes {
@@ -837,13 +862,10 @@ impl Emulator {
                     .unwrap_or_else(|| "application/octet-stream".into()),
             );
         if self.provider != Provider::S3 {
-            let kind = match meta.object_type {
-                ObjectType::Normal => "Normal",
-                ObjectType::Appendable => "Appendable",
-                ObjectType::Multipart => "Multipart",
-                ObjectType::Symlink => "Symlink",
-            };
-            out = out.header(format!("{prefix}object-type"), kind);
+            out = out.header(
+                format!("{prefix}object-type"),
+                object_type_name(meta.object_type),
+            );
         }
         if let Some(t) = meta.last_modified {
             out = out.header("Last-Modified", httpdate::fmt_http_date(t));
@@ -935,6 +957,16 @@ impl Emulator {
     fn copy_if_match(&self, req: &Incoming) -> Option<String> {
         self.vendor_header(req, "copy-source-if-match")
             .map(|v| v.trim().trim_matches('"').to_string())
+    }
+}
+
+/// The `x-*-object-type` header and listing `<Type>` spelling.
+fn object_type_name(kind: ObjectType) -> &'static str {
+    match kind {
+        ObjectType::Normal => "Normal",
+        ObjectType::Appendable => "Appendable",
+        ObjectType::Multipart => "Multipart",
+        ObjectType::Symlink => "Symlink",
     }
 }
 

@@ -5,10 +5,12 @@
 //! `wire` reads requests and writes each dialect's XML, `handler` routes and
 //! runs operations on a [`crate::store::memory::MemoryStore`] per bucket,
 //! `stats` counts requests and bytes per operation (`GET /-/stats`),
-//! `faults` makes chosen requests fail (`--fault`, `/-/faults`).
+//! `faults` makes chosen requests fail (`--fault`, `/-/faults`), `persist`
+//! keeps objects in a directory across restarts (`--data`).
 
 pub mod faults;
 pub mod handler;
+pub mod persist;
 pub mod stats;
 pub mod wire;
 
@@ -36,6 +38,8 @@ pub struct EmulatorConfig {
     pub faults: Vec<FaultRule>,
     /// Seed of the fault generator (fractions of requests).
     pub seed: u64,
+    /// Directory that keeps objects across restarts; `None` = memory only.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// A running emulator; stops when dropped.
@@ -57,11 +61,20 @@ impl Drop for RunningEmulator {
 pub async fn start(config: EmulatorConfig) -> std::io::Result<RunningEmulator> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let emulator = Arc::new(Emulator::new(
-        config.provider,
-        &config.buckets,
-        config.credentials,
-    ));
+    let mut emulator = Emulator::new(config.provider, &config.buckets, config.credentials);
+    let data = match &config.data_dir {
+        Some(dir) => {
+            emulator = emulator.track_changes();
+            let data = persist::DataDir::open(dir)?;
+            for (name, store) in emulator.stores() {
+                let n = data.load(name, store)?;
+                tracing::info!("bucket {name}: {n} objects loaded from {}", dir.display());
+            }
+            Some(Arc::new(data))
+        }
+        None => None,
+    };
+    let emulator = Arc::new(emulator);
     let faults = Arc::new(Faults::new(config.faults, config.seed));
     let serving = emulator.clone();
     let serving_faults = faults.clone();
@@ -73,8 +86,11 @@ pub async fn start(config: EmulatorConfig) -> std::io::Result<RunningEmulator> {
             let _ = stream.set_nodelay(true);
             let emulator = serving.clone();
             let faults = serving_faults.clone();
+            let data = data.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| serve(emulator.clone(), faults.clone(), req));
+                let service = service_fn(move |req| {
+                    serve(emulator.clone(), faults.clone(), data.clone(), req)
+                });
                 if let Err(e) = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await
@@ -107,6 +123,7 @@ impl std::error::Error for ConnectionReset {}
 async fn serve(
     emulator: Arc<Emulator>,
     faults: Arc<Faults>,
+    data: Option<Arc<persist::DataDir>>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, ConnectionReset> {
     let (parts, body) = req.into_parts();
@@ -180,6 +197,15 @@ async fn serve(
         }
         Some(FaultKind::Truncate) | None => emulator.handle(incoming).await,
     };
+    if let Some(data) = &data {
+        for (name, store) in emulator.stores() {
+            if let Err(e) = data.save_changes(name, store) {
+                // The answer already reflects the change; a failed save only
+                // costs it across a restart, so say so loudly and go on.
+                tracing::error!("bucket {name}: saving to the data directory failed: {e}");
+            }
+        }
+    }
     let mut response = hyper::Response::builder().status(out.status);
     let mut content_length = None;
     for (name, value) in &out.headers {

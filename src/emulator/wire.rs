@@ -90,18 +90,19 @@ pub fn encode_listing_key(key: &str) -> String {
     encode::path(key)
 }
 
-/// `2024-03-05T07:24:19.000Z`.
+/// `2024-03-05T07:24:19.000Z`, always with `.000` milliseconds: oss2 parses
+/// listing and copy dates with a pattern ending in a literal `\.000Z` and
+/// rejects any other fraction (the services only keep whole seconds).
 pub fn iso8601(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000Z",
         t.year(),
         u8::from(t.month()),
         t.day(),
         t.hour(),
         t.minute(),
         t.second(),
-        t.millisecond()
     )
 }
 

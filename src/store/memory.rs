@@ -76,6 +76,19 @@ const MAX_OBJECT_SIZE: u64 = 5 << 40;
 /// Highest multipart part number.
 const MAX_PART_NUMBER: u32 = 10_000;
 
+/// Everything a [`MemoryStore`] keeps about one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRecord {
+    pub body: Bytes,
+    pub etag: String,
+    pub last_modified: SystemTime,
+    pub content_type: Option<String>,
+    pub metadata: Metadata,
+    pub object_type: ObjectType,
+    /// Set for symlink objects only.
+    pub symlink_target: Option<String>,
+}
+
 /// An in-memory bucket implementing [`ObjectStore`], with fault hooks.
 pub struct MemoryStore {
     dialect: Dialect,
@@ -94,6 +107,9 @@ struct State {
     uploads_created: u64,
     calls: HashMap<Operation, u64>,
     faults: Vec<Fault>,
+    /// Keys whose object was written or removed since the last
+    /// [`MemoryStore::take_changes`]; `None` when nobody asked to track.
+    changed: Option<std::collections::BTreeSet<String>>,
 }
 
 #[derive(Clone)]
@@ -150,7 +166,24 @@ impl State {
     }
 
     fn object_mut(&mut self, key: &str) -> StoreResult<&mut StoredObject> {
+        self.note_changed(key);
         self.objects.get_mut(key).ok_or_else(|| no_such_key(key))
+    }
+
+    fn insert_object(&mut self, key: String, obj: StoredObject) {
+        self.note_changed(&key);
+        self.objects.insert(key, obj);
+    }
+
+    fn remove_object(&mut self, key: &str) -> Option<StoredObject> {
+        self.note_changed(key);
+        self.objects.remove(key)
+    }
+
+    fn note_changed(&mut self, key: &str) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(key.to_string());
+        }
     }
 }
 
@@ -367,6 +400,49 @@ impl MemoryStore {
         self.state.lock().calls.get(&op).copied().unwrap_or(0)
     }
 
+    /// Starts recording which keys change, for [`MemoryStore::take_changes`]
+    /// (the emulator saves them to disk).
+    pub fn track_changes(self) -> MemoryStore {
+        self.state.lock().changed = Some(Default::default());
+        self
+    }
+
+    /// Keys written or removed since the last call (empty when not tracking).
+    pub fn take_changes(&self) -> Vec<String> {
+        match &mut self.state.lock().changed {
+            Some(changed) => std::mem::take(changed).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Everything stored for `key`, read without counting a call.
+    pub fn export_object(&self, key: &str) -> Option<ObjectRecord> {
+        self.state.lock().objects.get(key).map(|o| ObjectRecord {
+            body: o.body.clone(),
+            etag: o.etag.clone(),
+            last_modified: o.last_modified,
+            content_type: o.content_type.clone(),
+            metadata: o.metadata.clone(),
+            object_type: o.object_type,
+            symlink_target: o.symlink_target.clone(),
+        })
+    }
+
+    /// Stores `record` under `key` as it is (no call counted, no change noted):
+    /// the way back from [`MemoryStore::export_object`].
+    pub fn import_object(&self, key: &str, record: ObjectRecord) {
+        let obj = StoredObject {
+            body: record.body,
+            etag: record.etag,
+            last_modified: record.last_modified,
+            content_type: record.content_type,
+            metadata: record.metadata,
+            object_type: record.object_type,
+            symlink_target: record.symlink_target,
+        };
+        self.state.lock().objects.insert(key.to_string(), obj);
+    }
+
     /// The content of `key`, read without counting a call.
     pub fn object_bytes(&self, key: &str) -> Option<Bytes> {
         self.state.lock().objects.get(key).map(|o| o.body.clone())
@@ -546,7 +622,7 @@ impl ObjectStore for MemoryStore {
         check_key(&req.key)?;
         let obj = StoredObject::new(req.body.clone(), &req.attributes, ObjectType::Normal);
         let etag = obj.etag.clone();
-        st.objects.insert(req.key.clone(), obj);
+        st.insert_object(req.key.clone(), obj);
         Ok(PutResponse {
             etag,
             crc64: self.crc64(&req.body),
@@ -558,6 +634,7 @@ impl ObjectStore for MemoryStore {
         st.enter(Operation::AppendObject)?;
         require(self.dialect.capabilities.append, "AppendObject")?;
         check_key(&req.key)?;
+        st.note_changed(&req.key);
         let Some(obj) = st.objects.get_mut(&req.key) else {
             if req.position != 0 {
                 return Err(StoreError::PositionNotEqualToLength {
@@ -570,7 +647,7 @@ impl ObjectStore for MemoryStore {
                 next_position: obj.size(),
                 crc64: self.crc64(&obj.body),
             };
-            st.objects.insert(req.key.clone(), obj);
+            st.insert_object(req.key.clone(), obj);
             return Ok(response);
         };
         if obj.object_type != ObjectType::Appendable {
@@ -742,7 +819,7 @@ impl ObjectStore for MemoryStore {
         obj.etag = etag.clone();
         let crc64 = self.crc64(&obj.body);
         st.uploads.remove(&req.upload_id);
-        st.objects.insert(req.key.clone(), obj);
+        st.insert_object(req.key.clone(), obj);
         Ok(PutResponse { etag, crc64 })
     }
 
@@ -802,7 +879,7 @@ impl ObjectStore for MemoryStore {
             etag: copy.etag.clone(),
             crc64: self.crc64(&copy.body),
         };
-        st.objects.insert(req.dest_key.clone(), copy);
+        st.insert_object(req.dest_key.clone(), copy);
         Ok(response)
     }
 
@@ -810,7 +887,7 @@ impl ObjectStore for MemoryStore {
         let mut st = self.state.lock();
         st.enter(Operation::DeleteObject)?;
         check_key(key)?;
-        st.objects.remove(key);
+        st.remove_object(key);
         Ok(())
     }
 
@@ -818,7 +895,7 @@ impl ObjectStore for MemoryStore {
         let mut st = self.state.lock();
         st.enter(Operation::DeleteObjects)?;
         for key in keys {
-            st.objects.remove(key);
+            st.remove_object(key);
         }
         // Servers report missing keys as deleted too (quiet mode off).
         Ok(DeleteObjectsResult {
@@ -841,8 +918,8 @@ impl ObjectStore for MemoryStore {
                     key: dest_key.to_string(),
                 });
             }
-            if let Some(obj) = st.objects.remove(source_key) {
-                st.objects.insert(dest_key.to_string(), obj);
+            if let Some(obj) = st.remove_object(source_key) {
+                st.insert_object(dest_key.to_string(), obj);
             }
             return Ok(());
         }
@@ -870,9 +947,9 @@ impl ObjectStore for MemoryStore {
             });
         }
         for key in moving {
-            if let Some(obj) = st.objects.remove(&key) {
+            if let Some(obj) = st.remove_object(&key) {
                 let moved = format!("{dest_key}{}", &key[source_key.len()..]);
-                st.objects.insert(moved, obj);
+                st.insert_object(moved, obj);
             }
         }
         Ok(())
@@ -938,7 +1015,7 @@ impl ObjectStore for MemoryStore {
         let mut obj = StoredObject::new(Bytes::new(), attributes, ObjectType::Symlink);
         obj.etag = md5_hex(target.as_bytes());
         obj.symlink_target = Some(target.to_string());
-        st.objects.insert(key.to_string(), obj);
+        st.insert_object(key.to_string(), obj);
         Ok(())
     }
 
