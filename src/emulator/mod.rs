@@ -59,6 +59,7 @@ impl Drop for RunningEmulator {
 
 /// Binds and starts serving in the background of the current tokio runtime.
 pub async fn start(config: EmulatorConfig) -> std::io::Result<RunningEmulator> {
+    wire::learn_header_case().await;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let mut emulator = Emulator::new(config.provider, &config.buckets, config.credentials);
@@ -225,9 +226,14 @@ async fn serve(
         response = response.header("content-length", body.len().to_string());
         body = body.slice(..body.len() / 2);
     }
-    Ok(response
+    let mut response = response
         .body(Full::new(body))
-        .unwrap_or_else(|_| plain(500, "response could not be built")))
+        .unwrap_or_else(|_| plain(500, "response could not be built"));
+    if let Some(case) = wire::header_case() {
+        // `ETag`, `Content-Length`... spelled as the services do (COS SDK).
+        *response.extensions_mut() = case.clone();
+    }
+    Ok(response)
 }
 
 /// `GET /-/faults` lists the rules, `POST` adds the rules in the body (one

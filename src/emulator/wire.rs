@@ -50,7 +50,8 @@ pub fn target(host: &str, raw_path: &str) -> Target {
     }
 }
 
-fn host_without_port(host: &str) -> &str {
+/// The Host header without its `:port`.
+pub fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host
             .split(']')
@@ -88,6 +89,95 @@ pub fn response_prefix(provider: Provider) -> &'static str {
 /// Keys and prefixes in `encoding-type=url` listings (subtle case 4).
 pub fn encode_listing_key(key: &str) -> String {
     encode::path(key)
+}
+
+/// Standard response headers as the services spell them. hyper writes header
+/// names lower-case; cos-python-sdk-v5 hands response headers back as a plain,
+/// case-sensitive dict, and both its callers and the SDK itself index it with
+/// the services' spelling (`upload_file` reads `rt['ETag']`, `download_file`
+/// reads `['Content-Length']`). Vendor `x-*` headers stay lower-case, as the
+/// services send them.
+const RESPONSE_HEADER_CASE: &[&str] = &[
+    "Accept-Ranges",
+    "Connection",
+    "Content-Length",
+    "Content-Range",
+    "Content-Type",
+    "Date",
+    "ETag",
+    "Last-Modified",
+    "Retry-After",
+    "Server",
+];
+
+static HEADER_CASE: std::sync::OnceLock<Option<hyper::http::Extensions>> =
+    std::sync::OnceLock::new();
+
+/// Response extensions that make hyper write the headers of
+/// [`RESPONSE_HEADER_CASE`] in that case (see [`learn_header_case`]); `None`
+/// until learned or when learning failed (headers then go out lower-case).
+pub fn header_case() -> Option<&'static hyper::http::Extensions> {
+    HEADER_CASE.get().and_then(Option::as_ref)
+}
+
+/// hyper writes a response's header names in their original case when the
+/// response carries the private extension that `preserve_header_case`
+/// records on a parsed request (hyper's documented proxy mechanism). The
+/// extension cannot be built directly, so this parses, once, a request that
+/// names every header of [`RESPONSE_HEADER_CASE`] through hyper's own HTTP/1
+/// server over an in-memory pipe and keeps that request's extensions.
+pub async fn learn_header_case() {
+    if HEADER_CASE.get().is_some() {
+        return;
+    }
+    let learned = tokio::time::timeout(std::time::Duration::from_secs(5), parse_header_case())
+        .await
+        .ok()
+        .flatten();
+    if learned.is_none() {
+        tracing::debug!("response header case not learned: headers go out lower-case");
+    }
+    let _ = HEADER_CASE.set(learned);
+}
+
+async fn parse_header_case() -> Option<hyper::http::Extensions> {
+    use tokio::io::AsyncWriteExt;
+    let (mut client, server) = tokio::io::duplex(4096);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(tx) = tx.lock().ok().and_then(|mut tx| tx.take()) {
+            let _ = tx.send(req.extensions().clone());
+        }
+        async {
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        }
+    });
+    let connection = tokio::spawn(
+        hyper::server::conn::http1::Builder::new()
+            .preserve_header_case(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(server), service),
+    );
+    let mut request = String::from("GET / HTTP/1.1\r\nHost: localhost\r\n");
+    for name in RESPONSE_HEADER_CASE {
+        let value = match *name {
+            "Content-Length" => "0",
+            "Connection" => "close",
+            _ => "x",
+        };
+        let _ = write!(request, "{name}: {value}\r\n");
+    }
+    request.push_str("\r\n");
+    let written = client.write_all(request.as_bytes()).await;
+    let extensions = match written {
+        Ok(()) => rx.await.ok(),
+        Err(_) => None,
+    };
+    drop(client);
+    connection.abort();
+    extensions
 }
 
 /// `2024-03-05T07:24:19.000Z`, always with `.000` milliseconds: oss2 parses
@@ -281,6 +371,51 @@ mod tests {
         assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable);
         assert_eq!(parse_range("bytes=5-2", 100), Whole);
         assert_eq!(parse_range("items=0-1", 100), Whole);
+    }
+
+    #[test]
+    fn dates_carry_whole_seconds() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_709_623_459_944);
+        assert_eq!(iso8601(t), "2024-03-05T07:24:19.000Z");
+    }
+
+    #[tokio::test]
+    async fn responses_spell_standard_headers_as_the_services_do() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        learn_header_case().await;
+        let case = header_case().expect("header case learned").clone();
+        let (mut client, server) = tokio::io::duplex(4096);
+        let service = hyper::service::service_fn(move |_req| {
+            let case = case.clone();
+            async move {
+                let mut r = hyper::Response::builder()
+                    .header("etag", "\"x\"")
+                    .header("content-type", "text/plain")
+                    .header("x-cos-request-id", "1")
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
+                    .unwrap();
+                *r.extensions_mut() = case;
+                Ok::<_, std::convert::Infallible>(r)
+            }
+        });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(server), service),
+        );
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        client.read_to_string(&mut raw).await.unwrap();
+        for line in [
+            "\r\nETag: \"x\"\r\n",
+            "\r\nContent-Type: text/plain\r\n",
+            "\r\nContent-Length: 2\r\n",
+            "\r\nx-cos-request-id: 1\r\n",
+        ] {
+            assert!(raw.contains(line), "{line:?} not in {raw:?}");
+        }
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub(super) struct Scheme {
     empty_value_bare: bool,
     /// What a vendor date header does to the Date line.
     date_override: DateOverride,
+    /// A path-style bucket-level request sent as `/bucket` signs `/bucket`,
+    /// without the trailing slash (esdk-obs-python: its canonical resource
+    /// appends `/` after the bucket only for virtual-hosted requests or when
+    /// a key follows). Virtual-hosted requests and `/bucket/` keep `/bucket/`.
+    bare_path_style_bucket: bool,
 }
 
 /// How a vendor date header (`x-amz-date`, `x-oss-date`, `x-obs-date`)
@@ -263,6 +268,7 @@ pub(super) const S3V2: Scheme = Scheme {
     case_insensitive_names: false,
     empty_value_bare: false,
     date_override: DateOverride::Blank("x-amz-date"),
+    bare_path_style_bucket: false,
 };
 
 pub(super) const OSS_V1: Scheme = Scheme {
@@ -275,6 +281,7 @@ pub(super) const OSS_V1: Scheme = Scheme {
     case_insensitive_names: false,
     empty_value_bare: true,
     date_override: DateOverride::Replace("x-oss-date"),
+    bare_path_style_bucket: false,
 };
 
 pub(super) const OBS: Scheme = Scheme {
@@ -287,6 +294,7 @@ pub(super) const OBS: Scheme = Scheme {
     case_insensitive_names: true,
     empty_value_bare: true,
     date_override: DateOverride::Blank("x-obs-date"),
+    bare_path_style_bucket: true,
 };
 
 pub(super) const OBS_V2: Scheme = Scheme {
@@ -320,6 +328,12 @@ impl Scheme {
         let mut resource = match (&req.bucket, &req.key) {
             (Some(b), Some(k)) if self.raw_key => format!("/{b}/{k}"),
             (Some(b), Some(k)) => format!("/{b}/{}", encode::path(k)),
+            (Some(b), None)
+                if self.bare_path_style_bucket
+                    && req.path.split('?').next().unwrap_or_default() == format!("/{b}") =>
+            {
+                format!("/{b}")
+            }
             (Some(b), None) => format!("/{b}/"),
             (None, _) => "/".to_string(),
         };
@@ -431,6 +445,27 @@ mod tests {
             plain.starts_with("GET\n\n\nTue, 05 Mar 2024 07:24:19 GMT\n/b/k"),
             "{plain:?}"
         );
+    }
+
+    #[test]
+    fn obs_path_style_bucket_requests_sign_the_bucket_as_sent() {
+        let bucket_level = |path: &str| RequestParts {
+            key: None,
+            path: path.into(),
+            ..request(&[])
+        };
+        // esdk-obs-python on an IP endpoint sends and signs `GET /b?delete`...
+        for scheme in [&OBS, &OBS_V2] {
+            assert!(scheme.string_to_sign(&bucket_level("/b")).ends_with("\n/b"));
+            assert!(
+                scheme
+                    .string_to_sign(&bucket_level("/b/"))
+                    .ends_with("\n/b/")
+            );
+            assert!(scheme.string_to_sign(&bucket_level("/")).ends_with("\n/b/"));
+        }
+        // ...while botocore signs `/b/` for the same path-style request.
+        assert!(S3V2.string_to_sign(&bucket_level("/b")).ends_with("\n/b/"));
     }
 
     #[test]
