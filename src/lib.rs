@@ -5,6 +5,9 @@
 //! (dialects, signers, HTTP with retries, an in-memory store for tests);
 //! `errno` maps its errors to the errno values the filesystem replies with.
 
+pub mod cache;
 pub mod emulator;
 pub mod errno;
+pub mod fs;
+pub mod mount;
 pub mod store;

@@ -1,0 +1,1 @@
+//! Shared LRU block cache.

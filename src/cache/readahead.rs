@@ -1,0 +1,1 @@
+//! Per-handle readahead planning.

@@ -1,0 +1,1 @@
+//! Keys to paths: directory entries and attributes from listings.

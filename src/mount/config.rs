@@ -1,0 +1,1 @@
+//! Mount configuration: SOURCE, options, credentials.

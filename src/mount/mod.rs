@@ -1,0 +1,3 @@
+//! `bucketfs mount`: what to mount and how, from the command line.
+
+pub mod config;
