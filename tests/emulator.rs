@@ -40,6 +40,11 @@ fn client(emu: &RunningEmulator, dialect: Dialect, bucket: &str, creds: Credenti
     HttpStore::new(config).expect("valid client config")
 }
 
+/// A client signing with the emulator's credentials.
+fn signed(emu: &RunningEmulator, dialect: Dialect, bucket: &str) -> HttpStore {
+    client(emu, dialect, bucket, Credentials::new(AK, SK))
+}
+
 fn provider_of(v: SignatureVersion) -> Provider {
     match v {
         SignatureVersion::S3V4 | SignatureVersion::S3V2 => Provider::S3,
@@ -107,7 +112,7 @@ async fn every_dialect_serves_the_filesystem_operations() {
         let provider = provider_of(version);
         let emu = start(provider, &["bkt"]).await;
         let dialect = Dialect::new(provider).with_signature(version);
-        let store = client(&emu, dialect.clone(), "bkt", Credentials::new(AK, SK));
+        let store = signed(&emu, dialect.clone(), "bkt");
         let ctx = format!("{version:?}");
 
         store
@@ -337,7 +342,7 @@ async fn every_dialect_serves_the_filesystem_operations() {
         assert_eq!(prefixes, vec!["dir/日本/".to_string()]);
 
         // Missing bucket.
-        let other = client(&emu, dialect.clone(), "nobucket", Credentials::new(AK, SK));
+        let other = signed(&emu, dialect.clone(), "nobucket");
         assert!(
             matches!(
                 other.head_bucket().await,
@@ -381,21 +386,15 @@ async fn wrong_secrets_and_unknown_keys_are_refused_in_every_dialect() {
 async fn native_operations_exist_only_on_buckets_of_that_type() {
     // OBS parallel file system: modify, truncate, rename.
     let emu = start(Provider::Obs, &["plain", "fs:pfs"]).await;
-    let pfs_info = client(
-        &emu,
-        Dialect::new(Provider::Obs),
-        "fs",
-        Credentials::new(AK, SK),
-    )
-    .head_bucket()
-    .await
-    .unwrap();
+    let pfs_info = signed(&emu, Dialect::new(Provider::Obs), "fs")
+        .head_bucket()
+        .await
+        .unwrap();
     assert!(pfs_info.obs_pfs);
-    let pfs = client(
+    let pfs = signed(
         &emu,
         Dialect::new(Provider::Obs).with_bucket_info(&pfs_info),
         "fs",
-        Credentials::new(AK, SK),
     );
     put(&pfs, "d/f", b"0123456789").await;
     pfs.modify_object("d/f", 2, Bytes::from_static(b"ab"))
@@ -408,32 +407,21 @@ async fn native_operations_exist_only_on_buckets_of_that_type() {
         pfs.head_object("d/f").await,
         Err(StoreError::NoSuchKey { .. })
     ));
-    let plain_info = client(
-        &emu,
-        Dialect::new(Provider::Obs),
-        "plain",
-        Credentials::new(AK, SK),
-    )
-    .head_bucket()
-    .await
-    .unwrap();
+    let plain_info = signed(&emu, Dialect::new(Provider::Obs), "plain")
+        .head_bucket()
+        .await
+        .unwrap();
     assert!(!plain_info.obs_pfs);
 
     // OSS hierarchical namespace: directory rename through bucketInfo probe.
     let emu = start(Provider::Oss, &["hns:hns"]).await;
-    let probe = client(
-        &emu,
-        Dialect::new(Provider::Oss),
-        "hns",
-        Credentials::new(AK, SK),
-    );
+    let probe = signed(&emu, Dialect::new(Provider::Oss), "hns");
     let info = probe.head_bucket().await.unwrap();
     assert!(info.oss_hierarchical_namespace);
-    let hns = client(
+    let hns = signed(
         &emu,
         Dialect::new(Provider::Oss).with_bucket_info(&info),
         "hns",
-        Credentials::new(AK, SK),
     );
     put(&hns, "src/a", b"1").await;
     put(&hns, "src/b/c", b"2").await;
@@ -448,12 +436,7 @@ async fn native_operations_exist_only_on_buckets_of_that_type() {
 #[tokio::test]
 async fn stats_count_requests_and_bytes_per_operation() {
     let emu = start(Provider::S3, &["bkt"]).await;
-    let store = client(
-        &emu,
-        Dialect::new(Provider::S3),
-        "bkt",
-        Credentials::new(AK, SK),
-    );
+    let store = signed(&emu, Dialect::new(Provider::S3), "bkt");
     for i in 0..2500 {
         store
             .put_object(&PutRequest {
@@ -581,12 +564,7 @@ async fn a_data_directory_keeps_objects_across_restarts() {
     };
     {
         let emu = emulator::start(config(&dir)).await.unwrap();
-        let store = client(
-            &emu,
-            Dialect::new(Provider::Cos),
-            "demo-1250000000",
-            Credentials::new(AK, SK),
-        );
+        let store = signed(&emu, Dialect::new(Provider::Cos), "demo-1250000000");
         put(&store, "kept/one", b"first").await;
         put(&store, "removed", b"x").await;
         store
@@ -601,12 +579,7 @@ async fn a_data_directory_keeps_objects_across_restarts() {
         store.delete_object("removed").await.unwrap();
     }
     let emu = emulator::start(config(&dir)).await.unwrap();
-    let store = client(
-        &emu,
-        Dialect::new(Provider::Cos),
-        "demo-1250000000",
-        Credentials::new(AK, SK),
-    );
+    let store = signed(&emu, Dialect::new(Provider::Cos), "demo-1250000000");
     assert_eq!(&read_all(&store, "kept/one").await[..], b"first");
     let meta = store.head_object("kept/log").await.unwrap();
     assert_eq!(
