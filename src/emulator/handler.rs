@@ -348,7 +348,7 @@ impl Emulator {
         let param = |name: &str| param(query, name);
         let prefix = wire::response_prefix(self.provider);
         match op {
-            Op::HeadBucket => {
+            Op::Store(Operation::HeadBucket) => {
                 let mut out = Outgoing::ok().header(format!("{prefix}bucket-location"), "local");
                 if store.dialect().capabilities.modify_at_offset {
                     out = out.header("x-obs-fs-file-interface", "Enabled");
@@ -372,15 +372,16 @@ impl Emulator {
                     &inner,
                 )))
             }
-            Op::ListObjectsV2 | Op::ListObjects => {
-                self.list(store, op == Op::ListObjectsV2, query).await
+            Op::Store(Operation::ListObjectsV2) | Op::Store(Operation::ListObjects) => {
+                self.list(store, op == Op::Store(Operation::ListObjectsV2), query)
+                    .await
             }
-            Op::HeadObject => {
+            Op::Store(Operation::HeadObject) => {
                 let meta = store.head_object(&key).await?;
                 Ok(self.object_headers(Outgoing::ok(), &meta, None))
             }
-            Op::GetObject => self.get(store, req, &key).await,
-            Op::PutObject => {
+            Op::Store(Operation::GetObject) => self.get(store, req, &key).await,
+            Op::Store(Operation::PutObject) => {
                 let attributes = self.attributes(req);
                 let resp = store
                     .put_object(&PutRequest {
@@ -391,7 +392,7 @@ impl Emulator {
                     .await?;
                 Ok(self.write_headers(Outgoing::ok(), &resp.etag, resp.crc64))
             }
-            Op::AppendObject => {
+            Op::Store(Operation::AppendObject) => {
                 let position: u64 =
                     param("position")
                         .and_then(|p| p.parse().ok())
@@ -415,7 +416,7 @@ impl Emulator {
                 }
                 Ok(out)
             }
-            Op::CreateMultipartUpload => {
+            Op::Store(Operation::CreateMultipartUpload) => {
                 let upload_id = store
                     .create_multipart_upload(&key, &self.attributes(req))
                     .await?;
@@ -429,7 +430,7 @@ impl Emulator {
                     &inner,
                 )))
             }
-            Op::UploadPart => {
+            Op::Store(Operation::UploadPart) => {
                 let part = store
                     .upload_part(&UploadPartRequest {
                         key,
@@ -441,7 +442,7 @@ impl Emulator {
                 let crc = store.dialect().crc64_header.map(|_| crc64(&req.body));
                 Ok(self.write_headers(Outgoing::ok(), &part.etag, crc))
             }
-            Op::UploadPartCopy => {
+            Op::Store(Operation::UploadPartCopy) => {
                 let source = self.copy_source(req)?;
                 let source_range = match self.vendor_header(req, "copy-source-range") {
                     Some(r) => Some(copy_range(r)?),
@@ -463,7 +464,7 @@ impl Emulator {
                     &part.etag,
                 )))
             }
-            Op::CompleteMultipartUpload => {
+            Op::Store(Operation::CompleteMultipartUpload) => {
                 let body = std::str::from_utf8(&req.body).unwrap_or_default();
                 let parts = wire::parse_complete_parts(body)
                     .ok_or_else(|| fail(400, "MalformedXML", "cannot read the part list"))?
@@ -493,7 +494,7 @@ impl Emulator {
                 ));
                 Ok(self.write_headers(out, &resp.etag, resp.crc64))
             }
-            Op::AbortMultipartUpload => {
+            Op::Store(Operation::AbortMultipartUpload) => {
                 store
                     .abort_multipart_upload(&key, param("uploadId").unwrap_or_default())
                     .await?;
@@ -502,7 +503,7 @@ impl Emulator {
                     ..Default::default()
                 })
             }
-            Op::ListParts => {
+            Op::Store(Operation::ListParts) => {
                 let upload_id = param("uploadId").unwrap_or_default();
                 let number = |name: &str| -> Result<Option<u32>, Failure> {
                     match param(name).filter(|v| !v.is_empty()) {
@@ -554,7 +555,7 @@ impl Emulator {
                     &inner,
                 )))
             }
-            Op::CopyObject => {
+            Op::Store(Operation::CopyObject) => {
                 let source_key = self.copy_source(req)?;
                 let directive = match self.vendor_header(req, "metadata-directive") {
                     Some(d) if d.to_ascii_lowercase().starts_with("replace") => {
@@ -573,14 +574,14 @@ impl Emulator {
                 let out = Outgoing::xml(copy_result(self.provider, "CopyObjectResult", &resp.etag));
                 Ok(self.write_headers(out, &resp.etag, resp.crc64))
             }
-            Op::DeleteObject => {
+            Op::Store(Operation::DeleteObject) => {
                 store.delete_object(&key).await?;
                 Ok(Outgoing {
                     status: 204,
                     ..Default::default()
                 })
             }
-            Op::DeleteObjects => {
+            Op::Store(Operation::DeleteObjects) => {
                 let body = std::str::from_utf8(&req.body).unwrap_or_default();
                 let (keys, quiet) = wire::parse_delete_keys(body)
                     .ok_or_else(|| fail(400, "MalformedXML", "cannot read the key list"))?;
@@ -606,14 +607,16 @@ impl Emulator {
                     &inner,
                 )))
             }
-            Op::OssRename => {
+            // OSS names the destination in the path, the source in a header.
+            Op::Store(Operation::RenameObject) if param("x-oss-rename").is_some() => {
                 let raw = req.header("x-oss-rename-source").ok_or_else(|| {
                     fail(400, "InvalidArgument", "x-oss-rename-source is missing")
                 })?;
                 let source = crate::store::encode::decode(raw.trim_start_matches('/'));
                 self.rename(store, &source, &key).await
             }
-            Op::ObsRename => {
+            // OBS names the source in the path, the destination in `name`.
+            Op::Store(Operation::RenameObject) => {
                 let dest = param("name").unwrap_or_default().to_string();
                 self.rename(store, &key, &dest).await
             }
@@ -639,7 +642,7 @@ impl Emulator {
                     .await?;
                 Ok(Outgoing::ok())
             }
-            Op::ModifyObject => {
+            Op::Store(Operation::ModifyObject) => {
                 let position = param("position")
                     .and_then(|p| p.parse().ok())
                     .ok_or_else(|| {
@@ -651,7 +654,7 @@ impl Emulator {
                 let meta = store.head_object(&key).await?;
                 Ok(Outgoing::ok().header("ETag", format!("\"{}\"", meta.etag)))
             }
-            Op::TruncateObject => {
+            Op::Store(Operation::TruncateObject) => {
                 let length = param("length")
                     .and_then(|p| p.parse().ok())
                     .ok_or_else(|| {
@@ -663,7 +666,7 @@ impl Emulator {
                     ..Default::default()
                 })
             }
-            Op::PutSymlink => {
+            Op::Store(Operation::PutSymlink) => {
                 let raw = self.vendor_header(req, "symlink-target").ok_or_else(|| {
                     fail(
                         400,
@@ -681,7 +684,7 @@ impl Emulator {
                     .await?;
                 Ok(Outgoing::ok())
             }
-            Op::GetSymlink => {
+            Op::Store(Operation::GetSymlink) => {
                 let target = store.get_symlink(&key).await?;
                 let value = if store.dialect().symlink_target_encoded {
                     crate::store::encode::strict(&target)
@@ -1131,64 +1134,27 @@ impl From<StoreError> for Failure {
     }
 }
 
-/// The operations the emulator tells apart (and counts under these names).
+/// The operations the emulator tells apart: the store's operations, plus
+/// the wire forms that have no [`Operation`] of their own. Counted under
+/// [`Op::name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    HeadBucket,
+    /// A store operation; `RenameObject` covers both spellings, OSS
+    /// `POST /dst?x-oss-rename` and OBS `POST /src?rename&name=dst`.
+    Store(Operation),
     GetBucketInfo,
     ObsApiVersion,
-    ListObjectsV2,
-    ListObjects,
-    HeadObject,
-    GetObject,
-    PutObject,
-    AppendObject,
-    CreateMultipartUpload,
-    UploadPart,
-    UploadPartCopy,
-    CompleteMultipartUpload,
-    AbortMultipartUpload,
-    ListParts,
-    CopyObject,
-    DeleteObject,
-    DeleteObjects,
-    OssRename,
-    ObsRename,
     CreateDirectory,
-    ModifyObject,
-    TruncateObject,
-    PutSymlink,
-    GetSymlink,
     Unknown,
 }
 
 impl Op {
     pub fn name(self) -> &'static str {
         match self {
-            Op::HeadBucket => "HeadBucket",
+            Op::Store(op) => op.name(),
             Op::GetBucketInfo => "GetBucketInfo",
             Op::ObsApiVersion => "GetApiVersion",
-            Op::ListObjectsV2 => "ListObjectsV2",
-            Op::ListObjects => "ListObjects",
-            Op::HeadObject => "HeadObject",
-            Op::GetObject => "GetObject",
-            Op::PutObject => "PutObject",
-            Op::AppendObject => "AppendObject",
-            Op::CreateMultipartUpload => "CreateMultipartUpload",
-            Op::UploadPart => "UploadPart",
-            Op::UploadPartCopy => "UploadPartCopy",
-            Op::CompleteMultipartUpload => "CompleteMultipartUpload",
-            Op::AbortMultipartUpload => "AbortMultipartUpload",
-            Op::ListParts => "ListParts",
-            Op::CopyObject => "CopyObject",
-            Op::DeleteObject => "DeleteObject",
-            Op::DeleteObjects => "DeleteObjects",
-            Op::OssRename | Op::ObsRename => "RenameObject",
             Op::CreateDirectory => "CreateDirectory",
-            Op::ModifyObject => "ModifyObject",
-            Op::TruncateObject => "TruncateObject",
-            Op::PutSymlink => "PutSymlink",
-            Op::GetSymlink => "GetSymlink",
             Op::Unknown => "Unknown",
         }
     }
@@ -1209,36 +1175,37 @@ fn operation(req: &Incoming, target: &Target, query: &[(String, Option<String>)]
         .any(|(n, _)| n.to_ascii_lowercase().ends_with("-copy-source"));
     match (req.method.as_str(), target.key.is_some()) {
         ("HEAD", false) if has("apiversion") => Op::ObsApiVersion,
-        ("HEAD", false) => Op::HeadBucket,
+        ("HEAD", false) => Op::Store(Operation::HeadBucket),
         ("GET", false) if has("bucketInfo") => Op::GetBucketInfo,
         ("GET", false)
             if query
                 .iter()
                 .any(|(n, v)| n == "list-type" && v.as_deref() == Some("2")) =>
         {
-            Op::ListObjectsV2
+            Op::Store(Operation::ListObjectsV2)
         }
-        ("GET", false) => Op::ListObjects,
-        ("POST", false) if has("delete") => Op::DeleteObjects,
-        ("HEAD", true) => Op::HeadObject,
-        ("GET", true) if has("symlink") => Op::GetSymlink,
-        ("GET", true) if has("uploadId") => Op::ListParts,
-        ("GET", true) => Op::GetObject,
-        ("PUT", true) if has("partNumber") && copy => Op::UploadPartCopy,
-        ("PUT", true) if has("partNumber") => Op::UploadPart,
-        ("PUT", true) if has("symlink") => Op::PutSymlink,
-        ("PUT", true) if has("modify") => Op::ModifyObject,
-        ("PUT", true) if has("truncate") => Op::TruncateObject,
-        ("PUT", true) if copy => Op::CopyObject,
-        ("PUT", true) => Op::PutObject,
-        ("POST", true) if has("uploads") => Op::CreateMultipartUpload,
-        ("POST", true) if has("uploadId") => Op::CompleteMultipartUpload,
-        ("POST", true) if has("append") => Op::AppendObject,
-        ("POST", true) if has("x-oss-rename") => Op::OssRename,
-        ("POST", true) if has("rename") => Op::ObsRename,
+        ("GET", false) => Op::Store(Operation::ListObjects),
+        ("POST", false) if has("delete") => Op::Store(Operation::DeleteObjects),
+        ("HEAD", true) => Op::Store(Operation::HeadObject),
+        ("GET", true) if has("symlink") => Op::Store(Operation::GetSymlink),
+        ("GET", true) if has("uploadId") => Op::Store(Operation::ListParts),
+        ("GET", true) => Op::Store(Operation::GetObject),
+        ("PUT", true) if has("partNumber") && copy => Op::Store(Operation::UploadPartCopy),
+        ("PUT", true) if has("partNumber") => Op::Store(Operation::UploadPart),
+        ("PUT", true) if has("symlink") => Op::Store(Operation::PutSymlink),
+        ("PUT", true) if has("modify") => Op::Store(Operation::ModifyObject),
+        ("PUT", true) if has("truncate") => Op::Store(Operation::TruncateObject),
+        ("PUT", true) if copy => Op::Store(Operation::CopyObject),
+        ("PUT", true) => Op::Store(Operation::PutObject),
+        ("POST", true) if has("uploads") => Op::Store(Operation::CreateMultipartUpload),
+        ("POST", true) if has("uploadId") => Op::Store(Operation::CompleteMultipartUpload),
+        ("POST", true) if has("append") => Op::Store(Operation::AppendObject),
+        ("POST", true) if has("x-oss-rename") || has("rename") => {
+            Op::Store(Operation::RenameObject)
+        }
         ("POST", true) if has("x-oss-dir") => Op::CreateDirectory,
-        ("DELETE", true) if has("uploadId") => Op::AbortMultipartUpload,
-        ("DELETE", true) => Op::DeleteObject,
+        ("DELETE", true) if has("uploadId") => Op::Store(Operation::AbortMultipartUpload),
+        ("DELETE", true) => Op::Store(Operation::DeleteObject),
         _ => Op::Unknown,
     }
 }
