@@ -1,4 +1,6 @@
-//! Filesystem core: how keys become paths and attributes (`namespace`).
-//! The FUSE adapter, inode table and handles come with the mount.
+//! Filesystem core: how keys become paths and attributes (`namespace`), and
+//! the read side of an open file handle (`reader`). The FUSE adapter, inode
+//! table and handles come with the mount.
 
 pub mod namespace;
+pub mod reader;
