@@ -40,6 +40,16 @@ fn client(emu: &RunningEmulator, dialect: Dialect, bucket: &str, creds: Credenti
     HttpStore::new(config).expect("valid client config")
 }
 
+/// The emulator's counters, from `GET /-/stats`.
+async fn fetch_stats(emu: &RunningEmulator) -> serde_json::Value {
+    reqwest::get(format!("{}/-/stats", emu.url))
+        .await
+        .expect("stats endpoint answers")
+        .json()
+        .await
+        .expect("stats are JSON")
+}
+
 /// A client signing with the emulator's credentials.
 fn signed(emu: &RunningEmulator, dialect: Dialect, bucket: &str) -> HttpStore {
     client(emu, dialect, bucket, Credentials::new(AK, SK))
@@ -455,14 +465,7 @@ async fn stats_count_requests_and_bytes_per_operation() {
     let (keys, _) = list_all(&store, "many/", 1000).await;
     assert_eq!(keys.len(), 2500);
     read_all(&store, "many/f00007").await;
-    let stats: serde_json::Value = http
-        .get(format!("{}/-/stats", emu.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = fetch_stats(&emu).await;
     assert_eq!(stats["ListObjectsV2"]["requests"], 3, "{stats}");
     assert_eq!(stats["GetObject"]["requests"], 1, "{stats}");
     assert_eq!(stats["GetObject"]["bytes_out"], 4, "{stats}");
@@ -514,14 +517,7 @@ async fn injected_faults_are_ridden_out_by_the_client_retries() {
     assert_eq!(store.head_object("f").await.unwrap().size, 16);
     put(&store, "g", b"x").await;
 
-    let stats: serde_json::Value = http
-        .get(format!("{}/-/stats", emu.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = fetch_stats(&emu).await;
     assert_eq!(
         stats["GetObject"]["requests"], 4,
         "two 503s, one cut short, one good: {stats}"
