@@ -1,9 +1,12 @@
 //! The `bucketfs` command.
 //!
-//! `bucketfs emulator` runs the local object-store server; `bucketfs mount`
-//! arrives with the filesystem layer (see README, "Status").
+//! `bucketfs mount` mounts a bucket; `bucketfs emulator` runs the local
+//! object-store server.
 
 use bucketfs::emulator::{self, EmulatorConfig, faults::FaultRule, handler::BucketSpec};
+use bucketfs::mount::config::{MountConfig, MountOptions, Source, process_env};
+use bucketfs::mount::detach::{ReadyPipe, spawn_detached};
+use bucketfs::mount::run::{Readiness, Terminal, run_mount};
 use bucketfs::store::Provider;
 use bucketfs::store::credentials::Credentials;
 use clap::{Parser, Subcommand};
@@ -20,9 +23,33 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Mount a bucket: SOURCE is s3://BUCKET[/PREFIX], oss://..., obs://...
+    /// or cos://BUCKET-APPID[/PREFIX]; credentials come from the provider's
+    /// environment variables or -o credentials_file=PATH. Detaches once the
+    /// mount is ready unless -f is given.
+    Mount(MountArgs),
     /// Run a local object-store server (S3, OSS, OBS or COS dialect) for
     /// tests and demos. Prints one line with its URL once ready.
     Emulator(EmulatorArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MountArgs {
+    /// What to mount, e.g. s3://bucket/prefix.
+    source: String,
+    /// An existing, empty directory.
+    mount_point: std::path::PathBuf,
+    /// Mount options, comma-separated (repeatable): endpoint=URL, region=R,
+    /// path_style, signature=..., uid=N, gid=N, umask=OCTAL,
+    /// file_mode=OCTAL, dir_mode=OCTAL, allow_other, ro, nonempty,
+    /// cache_size=SIZE, attr_ttl=DURATION, dir_ttl=DURATION,
+    /// negative_ttl=DURATION, part_size=SIZE, readahead_max=SIZE,
+    /// credentials_file=PATH, foreground (see README).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Stay in the foreground (log to stderr) instead of detaching.
+    #[arg(short = 'f', long)]
+    foreground: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,8 +100,68 @@ fn parse_provider(s: &str) -> Result<Provider, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Mount(args) => mount_command(args),
         Command::Emulator(args) => run_emulator(args),
     }
+}
+
+/// `bucketfs mount`: configuration errors are reported here, before a
+/// detached child is started; everything else by the mounting process.
+fn mount_command(args: MountArgs) -> ExitCode {
+    // Before any thread exists (it edits the environment).
+    let ready_pipe = ReadyPipe::from_env();
+    let fail = |message: String| {
+        eprintln!("bucketfs: {message}");
+        ExitCode::FAILURE
+    };
+    let option_strs: Vec<&str> = args.options.iter().map(String::as_str).collect();
+    let options = match MountOptions::parse(&option_strs) {
+        Ok(o) => o,
+        Err(e) => return fail(e.to_string()),
+    };
+    let foreground = args.foreground || options.foreground;
+    let source = match Source::parse(&args.source) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let config = match MountConfig::build(source, options, &process_env) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    if !foreground {
+        let own_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        return match spawn_detached(&own_args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => fail(message),
+        };
+    }
+    init_logging();
+    if !config.options.ignored.is_empty() {
+        tracing::debug!(
+            "ignored fstab options: {}",
+            config.options.ignored.join(",")
+        );
+    }
+    let mut terminal = Terminal;
+    let mut pipe = ready_pipe;
+    let readiness: &mut dyn Readiness = match pipe.as_mut() {
+        Some(p) => p,
+        None => &mut terminal,
+    };
+    match run_mount(config, &args.mount_point, readiness) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(message),
+    }
+}
+
+/// Human-readable logs to stderr, level from `RUST_LOG` (default info).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn run_emulator(args: EmulatorArgs) -> ExitCode {

@@ -1,6 +1,10 @@
-//! Filesystem core: how keys become paths and attributes (`namespace`), and
-//! the read side of an open file handle (`reader`). The FUSE adapter, inode
-//! table and handles come with the mount.
+//! Filesystem core: how keys become paths and attributes (`namespace`), the
+//! inode table (`inode`), the read side of an open file (`reader`), the
+//! async core answering POSIX calls (`filesystem`) and the `fuser` adapter
+//! in front of it (`fuse`).
 
+pub mod filesystem;
+pub mod fuse;
+pub mod inode;
 pub mod namespace;
 pub mod reader;

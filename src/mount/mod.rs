@@ -1,3 +1,8 @@
-//! `bucketfs mount`: what to mount and how, from the command line.
+//! `bucketfs mount`: what to mount and how (`config`), checks on the mount
+//! point (`mountpoint`), running the mount (`run`) and detaching from the
+//! terminal (`detach`).
 
 pub mod config;
+pub mod detach;
+pub mod mountpoint;
+pub mod run;

@@ -1,0 +1,757 @@
+//! The filesystem core: POSIX calls on inodes and handles, answered from the
+//! caches or the object store. Async and FUSE-free: the adapter in
+//! `fuse.rs` decodes requests, calls these methods in Tokio tasks and
+//! replies with what they return (an errno on failure).
+//!
+//! Subtle cases:
+//! 1. **Listings fill attributes.** A directory is listed page by page
+//!    (delimiter `/`) into a [`Listing`] cached for `dir_ttl`; readdir and
+//!    READDIRPLUS answer from it, and lookups of names in a fresh listing
+//!    need no request for directories and no LIST for files. `ls -l` of N
+//!    objects therefore costs ceil(N/1000) LISTs and no HEAD.
+//! 2. **Lookup of an unknown name** runs a HEAD of `key` and a one-key LIST
+//!    of `key/` side by side ([`resolve_lookup`]); a name absent from a
+//!    fresh listing of its parent is missing without any request. Misses
+//!    are remembered for `negative_ttl` in a bounded LRU.
+//! 3. **Files found in a listing carry no metadata** (mode, owner, symlink
+//!    type): a lookup of such a file HEADs it, so `stat path` shows the
+//!    s3fs-compatible metadata; entries handed out by READDIRPLUS show the
+//!    listing's attributes until their TTL ends (README, Decisions).
+//! 4. **Open pins a version.** A file is opened at the ETag and size of its
+//!    attributes while they are fresh (else after a HEAD); the reader then
+//!    refuses other versions (reader.rs, case 1), so an object replaced
+//!    between listing and open fails the first read with ESTALE.
+//! 5. **No lock across I/O.** The inode table, caches and handle map sit
+//!    behind `parking_lot` mutexes taken for map operations only.
+//! 6. **Logged once.** Keys that cannot be shown (invalid names, files
+//!    shadowed by a directory) are logged the first time a listing meets
+//!    them; a bounded set remembers which were logged.
+
+use crate::cache::block::BlockCache;
+use crate::cache::readahead::ReadaheadConfig;
+use crate::errno::errno;
+use crate::fs::inode::{AttrSource, Binding, Inode, InodeTable, ROOT_INO};
+use crate::fs::namespace::{
+    AttrDefaults, EntryAttr, EntryKind, Listing, ListingBuilder, NAME_MAX, attr_from_head,
+    implicit_dir_attr, resolve_lookup, valid_component,
+};
+use crate::fs::reader::FileReader;
+use crate::store::{
+    GetRequest, ListContinuation, ListRequest, ObjectStore, ObjectType, StoreError,
+};
+use lru::LruCache;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+/// Errors of the core are errno values, ready for the kernel.
+pub type Errno = i32;
+pub type FsResult<T> = Result<T, Errno>;
+
+/// Longest symlink target read (PATH_MAX): a bigger "symlink" object is not
+/// one, and reading it whole would be unbounded.
+const MAX_SYMLINK_TARGET: u64 = 4096;
+
+/// How many directory listings stay cached. Each holds every entry of its
+/// directory, so the bound is on directories, not bytes; 256 covers a deep
+/// `find` without letting a walk of a huge tree grow without limit.
+const LISTING_CACHE_DIRS: usize = 256;
+
+/// How many missing names are remembered (each a key string).
+const NEGATIVE_CACHE_ENTRIES: usize = 16_384;
+
+/// How many logged keys are remembered to avoid repeating a log line.
+const LOGGED_KEYS: usize = 4096;
+
+/// Tuning of the core, from the mount options.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// Key prefix of the root: empty or ending in `/`.
+    pub root_prefix: String,
+    pub defaults: AttrDefaults,
+    /// Bits removed from every mode reported.
+    pub umask: u32,
+    pub attr_ttl: Duration,
+    pub dir_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub readahead: ReadaheadConfig,
+}
+
+/// A name resolved to an inode, for the kernel.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub ino: u64,
+    pub attr: EntryAttr,
+    /// How long the kernel may trust it.
+    pub ttl: Duration,
+}
+
+/// One row of a directory read, in offset order (`.` and `..` first).
+#[derive(Clone, Debug)]
+pub struct DirRow {
+    pub name: String,
+    /// For `.`/`..` the inode; for children 0 until READDIRPLUS binds them.
+    pub ino: u64,
+    pub kind: EntryKind,
+    /// The child's key and attributes (children only).
+    pub child: Option<(String, EntryAttr)>,
+}
+
+enum Handle {
+    File(Arc<FileReader>),
+    Dir(Mutex<Option<Arc<Vec<DirRow>>>>),
+}
+
+struct CachedListing {
+    listing: Arc<Listing>,
+    expires: Instant,
+}
+
+/// The filesystem. Shared by all FUSE worker tasks behind an `Arc`.
+pub struct BucketFs {
+    store: Arc<dyn ObjectStore>,
+    blocks: Arc<BlockCache>,
+    config: FsConfig,
+    inodes: Mutex<InodeTable>,
+    listings: Mutex<LruCache<String, CachedListing>>,
+    negatives: Mutex<LruCache<String, Instant>>,
+    logged: Mutex<LruCache<String, ()>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_handle: AtomicU64,
+}
+
+impl std::fmt::Debug for BucketFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketFs")
+            .field("bucket", &self.store.bucket())
+            .field("root_prefix", &self.config.root_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn nonzero(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl BucketFs {
+    pub fn new(store: Arc<dyn ObjectStore>, blocks: Arc<BlockCache>, config: FsConfig) -> BucketFs {
+        let root_attr = implicit_dir_attr(&config.defaults);
+        BucketFs {
+            inodes: Mutex::new(InodeTable::new(&config.root_prefix, root_attr)),
+            listings: Mutex::new(LruCache::new(nonzero(LISTING_CACHE_DIRS))),
+            negatives: Mutex::new(LruCache::new(nonzero(NEGATIVE_CACHE_ENTRIES))),
+            logged: Mutex::new(LruCache::new(nonzero(LOGGED_KEYS))),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            store,
+            blocks,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    /// The permission bits reported for `attr` (umask applied).
+    pub fn perm(&self, attr: &EntryAttr) -> u16 {
+        (attr.perm & !self.config.umask & 0o7777) as u16
+    }
+
+    /// The TTL the kernel gets for an entry of this kind.
+    pub fn ttl_for(&self, attr: &EntryAttr) -> Duration {
+        match attr.kind {
+            EntryKind::Directory => self.config.dir_ttl,
+            _ => self.config.attr_ttl,
+        }
+    }
+
+    fn inode(&self, ino: u64) -> FsResult<Inode> {
+        self.inodes.lock().get(ino).cloned().ok_or(libc::ENOENT)
+    }
+
+    fn dir_inode(&self, ino: u64) -> FsResult<Inode> {
+        let inode = self.inode(ino)?;
+        if inode.attr.kind != EntryKind::Directory {
+            return Err(libc::ENOTDIR);
+        }
+        Ok(inode)
+    }
+
+    /// Logs `err` for `what` and returns its errno.
+    fn fail(&self, what: &str, err: StoreError) -> Errno {
+        let code = errno(&err);
+        match &err {
+            StoreError::NoSuchKey { .. } => debug!("{what}: {err}"),
+            _ => warn!("{what}: {err}"),
+        }
+        code
+    }
+
+    fn log_once(&self, key: &str, message: impl FnOnce() -> String) {
+        let mut logged = self.logged.lock();
+        if logged.put(key.to_string(), ()).is_none() {
+            drop(logged);
+            warn!("{}", message());
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Listings
+
+    /// The listing of directory `prefix`, cached for `dir_ttl` (case 1).
+    async fn listing(&self, prefix: &str) -> FsResult<Arc<Listing>> {
+        if let Some(cached) = self.listings.lock().get(prefix)
+            && cached.expires > Instant::now()
+        {
+            return Ok(cached.listing.clone());
+        }
+        let mut builder = ListingBuilder::new(prefix, self.config.defaults);
+        let mut continuation: Option<ListContinuation> = None;
+        loop {
+            let req = ListRequest {
+                prefix: prefix.to_string(),
+                delimiter: Some("/".into()),
+                continuation: continuation.take(),
+                start_after: None,
+                max_keys: None,
+            };
+            let page = self
+                .store
+                .list_objects(&req)
+                .await
+                .map_err(|e| self.fail(&format!("listing {prefix:?}"), e))?;
+            builder.add_page(&page);
+            match page.next {
+                Some(next) => continuation = Some(next),
+                None => break,
+            }
+        }
+        let listing = Arc::new(builder.finish());
+        for key in &listing.skipped {
+            self.log_once(key, || {
+                format!("key {key:?} cannot be shown as a path (empty, '.', '..' or over {NAME_MAX} bytes): skipped")
+            });
+        }
+        for key in &listing.shadowed {
+            self.log_once(key, || {
+                format!("object {key:?} is hidden by a directory of the same name")
+            });
+        }
+        self.listings.lock().put(
+            prefix.to_string(),
+            CachedListing {
+                listing: listing.clone(),
+                expires: Instant::now() + self.config.dir_ttl,
+            },
+        );
+        Ok(listing)
+    }
+
+    /// The cached listing of `prefix` if it is still fresh.
+    fn fresh_listing(&self, prefix: &str) -> Option<Arc<Listing>> {
+        let mut listings = self.listings.lock();
+        let cached = listings.get(prefix)?;
+        (cached.expires > Instant::now()).then(|| cached.listing.clone())
+    }
+
+    // -----------------------------------------------------------------
+    // Namespace
+
+    /// Resolves `name` in directory `parent` and counts one kernel lookup.
+    /// `Ok(None)` is a miss the kernel may cache for `negative_ttl`.
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Option<Entry>> {
+        if name.len() > NAME_MAX {
+            return Err(libc::ENAMETOOLONG);
+        }
+        if !valid_component(name) {
+            return Ok(None);
+        }
+        let dir = self.dir_inode(parent)?;
+        let key = format!("{}{name}", dir.key);
+        if let Some(until) = self.negatives.lock().get(&key)
+            && *until > Instant::now()
+        {
+            return Ok(None);
+        }
+
+        let found = match self.fresh_listing(&dir.key) {
+            Some(listing) => match listing.entries.get(name) {
+                None => None,
+                Some(e) if e.attr.kind == EntryKind::Directory => {
+                    Some((e.key.clone(), e.attr.clone(), AttrSource::Listing, false))
+                }
+                // Case 3: the listing lacks the metadata.
+                Some(e) => match self.store.head_object(&e.key).await {
+                    Ok(meta) => Some((
+                        e.key.clone(),
+                        attr_from_head(&e.key, &meta, &self.config.defaults),
+                        AttrSource::Head,
+                        meta.object_type == ObjectType::Symlink,
+                    )),
+                    Err(StoreError::NoSuchKey { .. }) => None,
+                    Err(err) => return Err(self.fail(&format!("HEAD {:?}", e.key), err)),
+                },
+            },
+            None => {
+                let under = ListRequest {
+                    prefix: format!("{key}/"),
+                    delimiter: Some("/".into()),
+                    continuation: None,
+                    start_after: None,
+                    max_keys: Some(1),
+                };
+                let (head, listed) = tokio::join!(
+                    self.store.head_object(&key),
+                    self.store.list_objects(&under)
+                );
+                let native = head
+                    .as_ref()
+                    .is_ok_and(|m| m.object_type == ObjectType::Symlink);
+                match resolve_lookup(&key, head, listed, &self.config.defaults) {
+                    Ok(Some(found)) => {
+                        let source = match found.attr.kind {
+                            EntryKind::Directory => AttrSource::Listing,
+                            _ => AttrSource::Head,
+                        };
+                        Some((found.key, found.attr, source, native))
+                    }
+                    Ok(None) => None,
+                    Err(err) => return Err(self.fail(&format!("lookup of {key:?}"), err)),
+                }
+            }
+        };
+
+        let Some((key, attr, source, native_symlink)) = found else {
+            self.negatives
+                .lock()
+                .put(key, Instant::now() + self.config.negative_ttl);
+            return Ok(None);
+        };
+        Ok(Some(self.bind(
+            parent,
+            name,
+            key,
+            attr,
+            source,
+            native_symlink,
+        )))
+    }
+
+    fn bind(
+        &self,
+        parent: u64,
+        name: &str,
+        key: String,
+        attr: EntryAttr,
+        source: AttrSource,
+        native_symlink: bool,
+    ) -> Entry {
+        let ttl = self.ttl_for(&attr);
+        let inode = self.inodes.lock().bind(
+            parent,
+            name,
+            Binding {
+                key,
+                attr,
+                source,
+                native_symlink,
+                expires: Instant::now() + ttl,
+            },
+        );
+        Entry {
+            ino: inode.ino,
+            ttl: self.ttl_for(&inode.attr),
+            attr: inode.attr,
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.lock().forget(ino, n);
+    }
+
+    /// Attributes of `ino`, refreshed by a HEAD once a file's have expired.
+    pub async fn getattr(&self, ino: u64) -> FsResult<Entry> {
+        let inode = self.inode(ino)?;
+        if inode.attr.kind == EntryKind::Directory || inode.expires > Instant::now() {
+            let ttl = if inode.attr.kind == EntryKind::Directory {
+                self.config.dir_ttl
+            } else {
+                inode
+                    .expires
+                    .saturating_duration_since(Instant::now())
+                    .min(self.config.attr_ttl)
+            };
+            return Ok(Entry {
+                ino,
+                attr: inode.attr,
+                ttl,
+            });
+        }
+        let attr = self.refresh(&inode).await?;
+        Ok(Entry {
+            ino,
+            ttl: self.config.attr_ttl,
+            attr,
+        })
+    }
+
+    /// HEADs a file or symlink inode and stores what it found.
+    async fn refresh(&self, inode: &Inode) -> FsResult<EntryAttr> {
+        let meta = self
+            .store
+            .head_object(&inode.key)
+            .await
+            .map_err(|e| self.fail(&format!("HEAD {:?}", inode.key), e))?;
+        let attr = attr_from_head(&inode.key, &meta, &self.config.defaults);
+        self.inodes.lock().refresh(
+            inode.ino,
+            attr.clone(),
+            meta.object_type == ObjectType::Symlink,
+            Instant::now() + self.config.attr_ttl,
+        );
+        Ok(attr)
+    }
+
+    /// The target of a symlink.
+    pub async fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        if inode.attr.kind != EntryKind::Symlink {
+            return Err(libc::EINVAL);
+        }
+        if inode.native_symlink {
+            return self
+                .store
+                .get_symlink(&inode.key)
+                .await
+                .map(String::into_bytes)
+                .map_err(|e| self.fail(&format!("GetSymlink {:?}", inode.key), e));
+        }
+        // s3fs family: the body is the target.
+        if inode.attr.size > MAX_SYMLINK_TARGET {
+            warn!(
+                "symlink object {:?} is {} bytes, longer than a path can be",
+                inode.key, inode.attr.size
+            );
+            return Err(libc::EIO);
+        }
+        let got = self
+            .store
+            .get_object(&GetRequest {
+                key: inode.key.clone(),
+                range: None,
+                if_match: inode.attr.etag.clone(),
+            })
+            .await
+            .map_err(|e| self.fail(&format!("GET {:?}", inode.key), e))?;
+        Ok(got.body.to_vec())
+    }
+
+    // -----------------------------------------------------------------
+    // Directories
+
+    /// Opens directory `ino`; the listing is read at the first readdir.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        self.dir_inode(ino)?;
+        Ok(self.add_handle(Handle::Dir(Mutex::new(None))))
+    }
+
+    /// The rows of an open directory, read once per pass (offset 0 starts
+    /// a new pass, as `rewinddir` does).
+    pub async fn readdir(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirRow>>> {
+        let handle = self.handle(fh)?;
+        let Handle::Dir(rows) = &*handle else {
+            return Err(libc::EBADF);
+        };
+        if offset != 0
+            && let Some(rows) = rows.lock().clone()
+        {
+            return Ok(rows);
+        }
+        let dir = self.dir_inode(ino)?;
+        let listing = self.listing(&dir.key).await?;
+        let mut out = Vec::with_capacity(listing.entries.len() + 2);
+        out.push(DirRow {
+            name: ".".into(),
+            ino,
+            kind: EntryKind::Directory,
+            child: None,
+        });
+        out.push(DirRow {
+            name: "..".into(),
+            ino: dir.parent,
+            kind: EntryKind::Directory,
+            child: None,
+        });
+        for entry in listing.entries.values() {
+            out.push(DirRow {
+                name: entry.name.clone(),
+                ino: 0,
+                kind: entry.attr.kind,
+                child: Some((entry.key.clone(), entry.attr.clone())),
+            });
+        }
+        let out = Arc::new(out);
+        *rows.lock() = Some(out.clone());
+        Ok(out)
+    }
+
+    /// Binds a child row for READDIRPLUS (one kernel lookup, undone with
+    /// [`BucketFs::forget`] if the reply buffer refuses it).
+    pub fn bind_row(&self, parent: u64, row: &DirRow) -> Entry {
+        match &row.child {
+            Some((key, attr)) => self.bind(
+                parent,
+                &row.name,
+                key.clone(),
+                attr.clone(),
+                AttrSource::Listing,
+                false,
+            ),
+            None => {
+                let attr = self
+                    .inodes
+                    .lock()
+                    .get(row.ino)
+                    .map(|i| i.attr.clone())
+                    .unwrap_or_else(|| implicit_dir_attr(&self.config.defaults));
+                Entry {
+                    ino: row.ino,
+                    ttl: self.config.dir_ttl,
+                    attr,
+                }
+            }
+        }
+    }
+
+    /// A stable inode number for plain READDIR rows: the bound inode if
+    /// the name has one, else a number that only has to be unique within
+    /// the reply (the kernel looks the name up before using it).
+    pub fn row_ino(&self, parent: u64, row: &DirRow, index: usize) -> u64 {
+        if row.child.is_none() {
+            return row.ino;
+        }
+        self.inodes
+            .lock()
+            .child(parent, &row.name)
+            .map(|i| i.ino)
+            .unwrap_or(u64::MAX - index as u64)
+    }
+
+    // -----------------------------------------------------------------
+    // Files
+
+    /// Opens file `ino` for reading, pinned to one version (case 4).
+    pub async fn open(&self, ino: u64) -> FsResult<u64> {
+        let inode = self.inode(ino)?;
+        match inode.attr.kind {
+            EntryKind::Directory => return Err(libc::EISDIR),
+            EntryKind::Symlink => return Err(libc::ELOOP),
+            EntryKind::File => {}
+        }
+        let attr = match (&inode.attr.etag, inode.expires > Instant::now()) {
+            (Some(_), true) => inode.attr.clone(),
+            _ => self.refresh(&inode).await?,
+        };
+        let reader = FileReader::new(
+            self.store.clone(),
+            self.blocks.clone(),
+            inode.key.clone(),
+            attr.etag.clone().unwrap_or_default(),
+            attr.size,
+            self.config.readahead,
+        );
+        Ok(self.add_handle(Handle::File(Arc::new(reader))))
+    }
+
+    /// Bytes `offset..offset+len` of an open file (short at EOF).
+    pub async fn read(&self, fh: u64, offset: u64, len: u32) -> FsResult<bytes::Bytes> {
+        let handle = self.handle(fh)?;
+        let Handle::File(reader) = &*handle else {
+            return Err(libc::EBADF);
+        };
+        reader
+            .read(offset, len)
+            .await
+            .map_err(|e| self.fail(&format!("reading {:?}", reader.key()), e))
+    }
+
+    /// Closes a file or directory handle.
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Arc::new(handle));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        self.handles.lock().get(&fh).cloned().ok_or(libc::EBADF)
+    }
+
+    /// How many inodes and handles are live (for logs and tests).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.inodes.lock().len(), self.handles.lock().len())
+    }
+
+    /// The root inode number.
+    pub fn root(&self) -> u64 {
+        ROOT_INO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Dialect, ObjectAttributes, Operation, Provider, PutRequest};
+    use bytes::Bytes;
+    use std::time::SystemTime;
+
+    fn defaults() -> AttrDefaults {
+        AttrDefaults {
+            uid: 1000,
+            gid: 1000,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            mount_time: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn fs_over(store: &Arc<MemoryStore>) -> BucketFs {
+        BucketFs::new(
+            store.clone(),
+            Arc::new(BlockCache::new(64 << 20, 1 << 20)),
+            FsConfig {
+                root_prefix: String::new(),
+                defaults: defaults(),
+                umask: 0o022,
+                attr_ttl: Duration::from_secs(60),
+                dir_ttl: Duration::from_secs(60),
+                negative_ttl: Duration::from_secs(60),
+                readahead: ReadaheadConfig::default(),
+            },
+        )
+    }
+
+    async fn put(store: &MemoryStore, key: &str, body: &[u8], meta: &[(&str, &str)]) {
+        let mut attributes = ObjectAttributes::default();
+        for (k, v) in meta {
+            attributes.metadata.insert(k.to_string(), v.to_string());
+        }
+        store
+            .put_object(&PutRequest {
+                key: key.into(),
+                body: Bytes::copy_from_slice(body),
+                attributes,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// HEAD and LIST requests sent so far.
+    fn requests(store: &MemoryStore) -> u64 {
+        store.calls(Operation::HeadObject) + store.calls(Operation::ListObjectsV2)
+    }
+
+    #[tokio::test]
+    async fn readdir_then_lookup_of_a_listed_directory_costs_no_request() {
+        let store = Arc::new(MemoryStore::new(Dialect::new(Provider::S3), "b"));
+        put(&store, "d/x", b"1", &[]).await;
+        put(&store, "f", b"22", &[]).await;
+        let fs = fs_over(&store);
+        let dh = fs.opendir(ROOT_INO).unwrap();
+        let rows = fs.readdir(ROOT_INO, dh, 0).await.unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, [".", "..", "d", "f"]);
+        let before = requests(&store);
+        let d = fs.lookup(ROOT_INO, "d").await.unwrap().unwrap();
+        assert_eq!(d.attr.kind, EntryKind::Directory);
+        assert_eq!(requests(&store), before, "directory from the listing");
+        assert!(fs.lookup(ROOT_INO, "missing").await.unwrap().is_none());
+        assert_eq!(requests(&store), before, "absent from a fresh listing");
+        // A file needs its metadata: one HEAD, no LIST.
+        let f = fs.lookup(ROOT_INO, "f").await.unwrap().unwrap();
+        assert_eq!(f.attr.size, 2);
+        assert_eq!(store.calls(Operation::HeadObject), 1);
+        assert_eq!(requests(&store), before + 1);
+    }
+
+    #[tokio::test]
+    async fn lookup_without_a_listing_reads_metadata_and_symlinks() {
+        let store = Arc::new(MemoryStore::new(Dialect::new(Provider::S3), "b"));
+        put(
+            &store,
+            "exec",
+            b"#!",
+            &[("mode", "33261"), ("uid", "7"), ("mtime", "1700000000")],
+        )
+        .await;
+        put(&store, "link", b"exec", &[("mode", "41471")]).await;
+        let fs = fs_over(&store);
+        let e = fs.lookup(ROOT_INO, "exec").await.unwrap().unwrap();
+        assert_eq!(
+            (e.attr.kind, e.attr.perm, e.attr.uid),
+            (EntryKind::File, 0o755, 7)
+        );
+        assert_eq!(fs.perm(&e.attr), 0o755, "umask 022 leaves 755 alone");
+        let l = fs.lookup(ROOT_INO, "link").await.unwrap().unwrap();
+        assert_eq!(l.attr.kind, EntryKind::Symlink);
+        assert_eq!(fs.readlink(l.ino).await.unwrap(), b"exec");
+        // A miss is remembered.
+        assert!(fs.lookup(ROOT_INO, "nope").await.unwrap().is_none());
+        let before = requests(&store);
+        assert!(fs.lookup(ROOT_INO, "nope").await.unwrap().is_none());
+        assert_eq!(requests(&store), before);
+    }
+
+    #[tokio::test]
+    async fn open_pins_the_version_and_a_replaced_object_gives_estale() {
+        let store = Arc::new(MemoryStore::new(Dialect::new(Provider::S3), "b"));
+        let v1 = vec![1u8; 3 << 20];
+        put(&store, "big", &v1, &[]).await;
+        let fs = fs_over(&store);
+        let e = fs.lookup(ROOT_INO, "big").await.unwrap().unwrap();
+        let fh = fs.open(e.ino).await.unwrap();
+        assert_eq!(&fs.read(fh, 0, 4096).await.unwrap()[..], &v1[..4096]);
+        put(&store, "big", &vec![2u8; 3 << 20], &[]).await;
+        assert_eq!(fs.read(fh, 2 << 20, 4096).await, Err(libc::ESTALE));
+        fs.release(fh);
+        assert_eq!(fs.read(fh, 0, 1).await, Err(libc::EBADF));
+    }
+
+    #[tokio::test]
+    async fn invalid_keys_are_skipped_and_a_clash_shows_the_directory() {
+        let store = Arc::new(MemoryStore::new(Dialect::new(Provider::S3), "b"));
+        put(&store, "a//b", b"x", &[]).await;
+        put(&store, "clash", b"file", &[]).await;
+        put(&store, "clash/in", b"x", &[]).await;
+        let fs = fs_over(&store);
+        let dh = fs.opendir(ROOT_INO).unwrap();
+        let rows = fs.readdir(ROOT_INO, dh, 0).await.unwrap();
+        let kinds: Vec<(&str, EntryKind)> = rows
+            .iter()
+            .skip(2)
+            .map(|r| (r.name.as_str(), r.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("a", EntryKind::Directory), ("clash", EntryKind::Directory)]
+        );
+        let a = fs.lookup(ROOT_INO, "a").await.unwrap().unwrap();
+        let dh = fs.opendir(a.ino).unwrap();
+        let rows = fs.readdir(a.ino, dh, 0).await.unwrap();
+        assert_eq!(
+            rows.len(),
+            2,
+            "only . and ..: the empty component is skipped"
+        );
+    }
+}
