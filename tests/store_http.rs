@@ -622,6 +622,54 @@ async fn ranged_get_checks_content_range_and_length() {
     ));
 }
 
+#[tokio::test]
+async fn block_gets_cut_the_body_into_exact_blocks_and_retry_short_bodies() {
+    let mut n = 0;
+    let server = s3_server(Box::new(move |_: &Received| {
+        n += 1;
+        match n {
+            1 => Action::Truncate {
+                declared: 10,
+                body: b"0123".to_vec(),
+            },
+            _ => respond(
+                206,
+                &[("Content-Range", "bytes 0-9/10"), ("ETag", "\"e\"")],
+                "0123456789",
+            ),
+        }
+    }))
+    .await;
+    let store = store_for(&server, Dialect::new(Provider::S3), fast_retry(3));
+    let req = GetRequest {
+        key: "k".into(),
+        range: Some(0..10),
+        if_match: None,
+    };
+    let got = store.get_object_blocks(&req, 4).await.unwrap();
+    let blocks: Vec<&[u8]> = got.blocks.iter().map(|b| &b[..]).collect();
+    assert_eq!(blocks, [&b"0123"[..], b"4567", b"89"]);
+    assert_eq!(
+        (got.range, got.total_size, got.etag.as_str()),
+        (0..10, 10, "e")
+    );
+    assert_eq!(server.requests().len(), 2, "the short body was retried");
+
+    // The blocks must add up to what Content-Range announced.
+    let server = s3_server(Box::new(|_| {
+        respond(206, &[("Content-Range", "bytes 0-99/1000")], "hello")
+    }))
+    .await;
+    let store = store_for(&server, Dialect::new(Provider::S3), fast_retry(1));
+    let req = GetRequest {
+        key: "k".into(),
+        range: Some(0..100),
+        if_match: None,
+    };
+    let err = store.get_object_blocks(&req, 4).await.unwrap_err();
+    assert!(matches!(err, StoreError::IncompleteBody(_)), "{err:?}");
+}
+
 fn oss_append_server(script: Vec<Action>, head_size: u64) -> impl FnMut(&Received) -> Action {
     let mut script: VecDeque<Action> = script.into();
     move |r: &Received| {

@@ -71,11 +71,11 @@
 //!    started and left running; their failure only calls
 //!    [`Readahead::forget`] so the range is planned again. Every failed
 //!    fetch does the same, so a later read retries it.
-//! 10. **Exact cache bound.** Each block is copied into its own buffer
-//!     (`Bytes::copy_from_slice`) before it is cached: a slice of the GET
-//!     body would keep the whole part alive (block.rs, subtle case 6). One
-//!     memcpy per byte buys memory that is bounded by the configured
-//!     capacity, not by part size times it.
+//! 10. **Exact cache bound.** Each block arrives in its own buffer
+//!     ([`ObjectStore::get_object_blocks`]; the HTTP store fills them
+//!     straight from the connection): a slice of a part-sized body would
+//!     keep the whole part alive (block.rs, subtle case 6), so memory stays
+//!     bounded by the configured capacity, not by part size times it.
 //! 11. **Lock order.** The cache's lock is taken inside the reader's (cache
 //!     probes while resolving a read) and never the other way round, so the
 //!     two cannot deadlock. The reader's lock makes "probe the cache, else
@@ -481,7 +481,11 @@ impl Shared {
             range: Some(range.clone()),
             if_match: Some(self.etag.clone()),
         };
-        let resp = match self.store.get_object(&req).await {
+        let resp = match self
+            .store
+            .get_object_blocks(&req, self.block_size as usize)
+            .await
+        {
             Ok(resp) => resp,
             Err(StoreError::NoSuchKey { .. }) => {
                 return Err(self.stale_error("the object was deleted"));
@@ -497,19 +501,14 @@ impl Shared {
                 resp.etag, resp.total_size
             )));
         }
-        if resp.range != range || resp.body.len() as u64 != range.end - range.start {
+        let received: u64 = resp.blocks.iter().map(|b| b.len() as u64).sum();
+        if resp.range != range || received != range.end - range.start {
             return Err(StoreError::InvalidResponse(format!(
-                "asked {:?} for bytes {range:?}, got {:?} ({} bytes)",
-                self.key,
-                resp.range,
-                resp.body.len()
+                "asked {:?} for bytes {range:?}, got {:?} ({received} bytes)",
+                self.key, resp.range,
             )));
         }
-        let blocks: Arc<[Bytes]> = resp
-            .body
-            .chunks(self.block_size as usize)
-            .map(Bytes::copy_from_slice)
-            .collect();
+        let blocks: Arc<[Bytes]> = resp.blocks.into();
         Ok(blocks)
     }
 

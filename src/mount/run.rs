@@ -75,6 +75,7 @@ fn mount_and_serve(
     readiness: &mut dyn Readiness,
 ) -> Result<(), String> {
     let mount_point = check_mount_point(mount_point, config.options.nonempty)?;
+    keep_freed_memory();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bucketfs-io")
@@ -137,6 +138,28 @@ fn mount_and_serve(
             Ok(())
         }
         Err(e) => Err(format!("the FUSE session ended with an error: {e}")),
+    }
+}
+
+/// Makes glibc keep freed part buffers for reuse instead of returning them
+/// to the kernel. The read path allocates and frees megabyte buffers at
+/// network speed; by default each comes from a fresh `mmap`, and the page
+/// faults that zero it cost about a third of the CPU of a cold sequential
+/// read (measured with `perf`, README "Read performance").
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        /// glibc's ceiling for the mmap threshold on 64-bit (32 MiB): parts
+        /// up to that size come from the heap and are reused.
+        const MMAP_THRESHOLD: i32 = 32 << 20;
+        /// Free memory kept at the top of a heap before trimming it.
+        const TRIM_THRESHOLD: i32 = 256 << 20;
+        // SAFETY: mallopt only changes allocator tuning; it is called before
+        // any thread that allocates concurrently is started.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        }
     }
 }
 

@@ -85,6 +85,8 @@ struct Call {
     body: Bytes,
     /// A 200 response may still carry an `<Error>` body (copy, complete).
     error_in_body: bool,
+    /// Deliver a successful body as buffers of this size ([`Reply::blocks`]).
+    block_size: Option<usize>,
 }
 
 impl Call {
@@ -97,6 +99,7 @@ impl Call {
             headers: Vec::new(),
             body: Bytes::new(),
             error_in_body: false,
+            block_size: None,
         }
     }
 
@@ -131,6 +134,9 @@ impl Call {
 struct Reply {
     headers: HeaderMap,
     body: Bytes,
+    /// The body cut into buffers of the call's `block_size` (then `body`
+    /// is empty), filled straight from the network.
+    blocks: Vec<Bytes>,
 }
 
 impl Reply {
@@ -286,17 +292,26 @@ impl HttpStore {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let declared_len = response.content_length();
-        let body = response.bytes().await.map_err(body_error)?;
+        let (body, blocks) = match call.block_size {
+            Some(size) if (200..300).contains(&status) => {
+                (Bytes::new(), read_blocks(response, size).await?)
+            }
+            _ => (response.bytes().await.map_err(body_error)?, Vec::new()),
+        };
+        let received: u64 = (body.len() + blocks.iter().map(Bytes::len).sum::<usize>()) as u64;
         if let Some(len) = declared_len
             && call.method != reqwest::Method::HEAD
-            && body.len() as u64 != len
+            && received != len
         {
             return Err(StoreError::IncompleteBody(format!(
-                "{} of {len} bytes",
-                body.len()
+                "{received} of {len} bytes"
             )));
         }
-        let reply = Reply { headers, body };
+        let reply = Reply {
+            headers,
+            body,
+            blocks,
+        };
         if (200..300).contains(&status) {
             if call.error_in_body && xml::root_element(reply.text()?) == Some("Error") {
                 return Err(self.error_for(call, status, &reply));
@@ -361,6 +376,49 @@ impl HttpStore {
 
     /// Sends `call`, retrying transient failures when the operation is
     /// idempotent; a non-idempotent call gets one attempt.
+    /// A GetObject, its Content-Range checked against the bytes received
+    /// and the range asked for; the body whole or in `block_size` buffers.
+    async fn ranged_get(
+        &self,
+        req: &GetRequest,
+        block_size: Option<usize>,
+    ) -> StoreResult<(BlockResponse, Reply)> {
+        let mut call = Call::new(Operation::GetObject, reqwest::Method::GET, Some(&req.key));
+        call.block_size = block_size;
+        if let Some(r) = &req.range {
+            call = call.header("Range", byte_range(r)?);
+        }
+        if let Some(etag) = &req.if_match {
+            call = call.header("If-Match", format!("\"{etag}\""));
+        }
+        let reply = self.execute(&call).await?;
+        let len = (reply.body.len() + reply.blocks.iter().map(Bytes::len).sum::<usize>()) as u64;
+        let (range, total_size) = match reply.header("content-range").and_then(parse_content_range)
+        {
+            Some((a, b, total)) => (a..b + 1, total),
+            None => (0..len, len),
+        };
+        if range.end - range.start != len {
+            return Err(StoreError::IncompleteBody(format!(
+                "Content-Range {range:?} but {len} bytes"
+            )));
+        }
+        if let Some(want) = &req.range
+            && (range.start != want.start || range.end > want.end)
+        {
+            return Err(StoreError::InvalidResponse(format!(
+                "asked for bytes {want:?}, got {range:?}"
+            )));
+        }
+        let meta = BlockResponse {
+            blocks: Vec::new(),
+            range,
+            total_size,
+            etag: xml::unquote_etag(reply.header("etag").unwrap_or_default()),
+        };
+        Ok((meta, reply))
+    }
+
     async fn execute(&self, call: &Call) -> StoreResult<Reply> {
         let policy = if call.op.is_idempotent() {
             self.retry
@@ -609,6 +667,30 @@ fn transport_error(e: reqwest::Error) -> StoreError {
     }
 }
 
+/// Reads a response body into `size`-byte buffers (the last may be
+/// shorter): one copy from the connection's buffers into the final ones,
+/// with no body-sized buffer in between.
+async fn read_blocks(mut response: reqwest::Response, size: usize) -> StoreResult<Vec<Bytes>> {
+    let size = size.max(1);
+    let mut blocks = Vec::new();
+    let mut current = bytes::BytesMut::with_capacity(size);
+    while let Some(mut chunk) = response.chunk().await.map_err(body_error)? {
+        while !chunk.is_empty() {
+            let take = (size - current.len()).min(chunk.len());
+            current.extend_from_slice(&chunk.split_to(take));
+            if current.len() == size {
+                blocks.push(
+                    std::mem::replace(&mut current, bytes::BytesMut::with_capacity(size)).freeze(),
+                );
+            }
+        }
+    }
+    if !current.is_empty() {
+        blocks.push(current.freeze());
+    }
+    Ok(blocks)
+}
+
 fn body_error(e: reqwest::Error) -> StoreError {
     if e.is_timeout() {
         StoreError::Timeout(e.to_string())
@@ -714,37 +796,26 @@ impl ObjectStore for HttpStore {
     }
 
     async fn get_object(&self, req: &GetRequest) -> StoreResult<GetResponse> {
-        let mut call = Call::new(Operation::GetObject, reqwest::Method::GET, Some(&req.key));
-        if let Some(r) = &req.range {
-            call = call.header("Range", byte_range(r)?);
-        }
-        if let Some(etag) = &req.if_match {
-            call = call.header("If-Match", format!("\"{etag}\""));
-        }
-        let reply = self.execute(&call).await?;
-        let len = reply.body.len() as u64;
-        let (range, total_size) = match reply.header("content-range").and_then(parse_content_range)
-        {
-            Some((a, b, total)) => (a..b + 1, total),
-            None => (0..len, len),
-        };
-        if range.end - range.start != len {
-            return Err(StoreError::IncompleteBody(format!(
-                "Content-Range {range:?} but {len} bytes"
-            )));
-        }
-        if let Some(want) = &req.range
-            && (range.start != want.start || range.end > want.end)
-        {
-            return Err(StoreError::InvalidResponse(format!(
-                "asked for bytes {want:?}, got {range:?}"
-            )));
-        }
+        let (meta, reply) = self.ranged_get(req, None).await?;
         Ok(GetResponse {
-            body: reply.body.clone(),
-            range,
-            total_size,
-            etag: xml::unquote_etag(reply.header("etag").unwrap_or_default()),
+            body: reply.body,
+            range: meta.range,
+            total_size: meta.total_size,
+            etag: meta.etag,
+        })
+    }
+
+    async fn get_object_blocks(
+        &self,
+        req: &GetRequest,
+        block_size: usize,
+    ) -> StoreResult<BlockResponse> {
+        let (meta, reply) = self.ranged_get(req, Some(block_size)).await?;
+        Ok(BlockResponse {
+            blocks: reply.blocks,
+            range: meta.range,
+            total_size: meta.total_size,
+            etag: meta.etag,
         })
     }
 

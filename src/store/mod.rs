@@ -48,6 +48,28 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     async fn get_object(&self, req: &GetRequest) -> StoreResult<GetResponse>;
 
+    /// [`ObjectStore::get_object`] with the body cut into `block_size`
+    /// buffers, for a block cache: each block owns exactly its bytes, so
+    /// caching one never keeps a whole part alive. The HTTP store fills the
+    /// blocks straight from the network; this default copies.
+    async fn get_object_blocks(
+        &self,
+        req: &GetRequest,
+        block_size: usize,
+    ) -> StoreResult<BlockResponse> {
+        let resp = self.get_object(req).await?;
+        Ok(BlockResponse {
+            blocks: resp
+                .body
+                .chunks(block_size.max(1))
+                .map(Bytes::copy_from_slice)
+                .collect(),
+            range: resp.range,
+            total_size: resp.total_size,
+            etag: resp.etag,
+        })
+    }
+
     async fn put_object(&self, req: &PutRequest) -> StoreResult<PutResponse>;
 
     /// AppendObject at `req.position`. A wrong position gives

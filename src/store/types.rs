@@ -117,6 +117,19 @@ pub struct GetResponse {
     pub etag: String,
 }
 
+/// A ranged GetObject delivered as consecutive blocks, each in its own
+/// buffer (see [`super::ObjectStore::get_object_blocks`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockResponse {
+    /// The body in order; every block but the last has the asked size.
+    pub blocks: Vec<Bytes>,
+    /// The range actually returned (end exclusive).
+    pub range: Range<u64>,
+    /// Size of the whole object.
+    pub total_size: u64,
+    pub etag: String,
+}
+
 /// PutObject, CreateMultipartUpload and the first AppendObject take these.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectAttributes {
