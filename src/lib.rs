@@ -6,6 +6,7 @@
 //! `errno` maps its errors to the errno values the filesystem replies with.
 
 pub mod cache;
+pub mod demo;
 pub mod emulator;
 pub mod errno;
 pub mod fs;

@@ -1,7 +1,8 @@
 //! The `bucketfs` command.
 //!
 //! `bucketfs mount` mounts a bucket; `bucketfs emulator` runs the local
-//! object-store server.
+//! object-store server; `bucketfs demo` mounts a sample bucket served by
+//! the emulator (the quick start).
 
 use bucketfs::emulator::{self, EmulatorConfig, faults::FaultRule, handler::BucketSpec};
 use bucketfs::mount::config::{MountConfig, MountOptions, Source, process_env};
@@ -28,6 +29,9 @@ enum Command {
     /// environment variables or -o credentials_file=PATH. Detaches once the
     /// mount is ready unless -f is given.
     Mount(MountArgs),
+    /// Quick start: serve a sample bucket from the built-in emulator and
+    /// mount it (default at $TMPDIR/bucketfs-demo) until Ctrl-C.
+    Demo(DemoArgs),
     /// Run a local object-store server (S3, OSS, OBS or COS dialect) for
     /// tests and demos. Prints one line with its URL once ready.
     Emulator(EmulatorArgs),
@@ -50,6 +54,13 @@ struct MountArgs {
     /// Stay in the foreground (log to stderr) instead of detaching.
     #[arg(short = 'f', long)]
     foreground: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Where to mount the demo bucket (created if missing; must be empty).
+    #[arg(long)]
+    mount_point: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -101,6 +112,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Mount(args) => mount_command(args),
+        Command::Demo(args) => {
+            init_logging();
+            let at = args
+                .mount_point
+                .unwrap_or_else(bucketfs::demo::default_mount_point);
+            match bucketfs::demo::run_demo(&at) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("bucketfs demo: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Emulator(args) => run_emulator(args),
     }
 }
@@ -160,6 +184,7 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

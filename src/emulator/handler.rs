@@ -920,11 +920,15 @@ impl Emulator {
             Provider::S3 => {}
             // COS JavaScript SDK reference (004), headObject: `x-cos-object-type`
             // is `normal` or `appendable`, and `normal` is not returned.
-            Provider::Cos => {
-                if meta.object_type == ObjectType::Appendable {
-                    out = out.header("x-cos-object-type", "appendable");
-                }
-            }
+            // Symlinks: the reference is silent on what a HEAD of a COS
+            // symlink says; the emulator uses `symlink`, the spelling of
+            // the OSS header, which is what the client parses. To confirm
+            // against real COS (noted in the issue).
+            Provider::Cos => match meta.object_type {
+                ObjectType::Appendable => out = out.header("x-cos-object-type", "appendable"),
+                ObjectType::Symlink => out = out.header("x-cos-object-type", "symlink"),
+                _ => {}
+            },
             Provider::Oss | Provider::Obs => {
                 out = out.header(
                     format!("{prefix}object-type"),
