@@ -116,6 +116,9 @@ fn serve_emulator(
     });
 }
 
+/// One sample object: key, body and s3fs metadata.
+type Sample = (&'static str, Bytes, Vec<(&'static str, &'static str)>);
+
 /// The sample objects: a README, a nested tree, an implicit directory, an
 /// executable with s3fs metadata, an s3fs-style symlink and a large file.
 async fn seed(store: &dyn ObjectStore) -> Result<(), crate::store::StoreError> {
@@ -124,7 +127,7 @@ async fn seed(store: &dyn ObjectStore) -> Result<(), crate::store::StoreError> {
     let mut large = vec![0u8; LARGE_SAMPLE];
     let mut rng = fastrand::Rng::with_seed(42);
     rng.fill(&mut large);
-    let samples: Vec<(&str, Bytes, Vec<(&str, &str)>)> = vec![
+    let samples: Vec<Sample> = vec![
         ("README.txt", Bytes::from(readme), vec![]),
         ("photos/2026/beach.txt", Bytes::from("sand\n"), vec![]),
         ("photos/2026/city.txt", Bytes::from("lights\n"), vec![]),
