@@ -23,7 +23,11 @@
 //!    between listing and open fails the first read with ESTALE.
 //! 5. **No lock across I/O.** The inode table, caches and handle map sit
 //!    behind `parking_lot` mutexes taken for map operations only.
-//! 6. **Logged once.** Keys that cannot be shown (invalid names, files
+//! 6. **Page cache across opens.** The kernel drops a file's cached pages
+//!    at each open unless told to keep them; they are kept when the file is
+//!    opened at the same ETag as the last time, so re-reading an unchanged
+//!    file costs no request, and a changed one is never served stale pages.
+//! 7. **Logged once.** Keys that cannot be shown (invalid names, files
 //!    shadowed by a directory) are logged the first time a listing meets
 //!    them; a bounded set remembers which were logged.
 
@@ -547,7 +551,9 @@ impl BucketFs {
     // Files
 
     /// Opens file `ino` for reading, pinned to one version (case 4).
-    pub async fn open(&self, ino: u64) -> FsResult<u64> {
+    /// Returns the handle and whether the kernel may keep the pages it
+    /// cached at the previous open (same ETag: case 6).
+    pub async fn open(&self, ino: u64) -> FsResult<(u64, bool)> {
         let inode = self.inode(ino)?;
         match inode.attr.kind {
             EntryKind::Directory => return Err(libc::EISDIR),
@@ -558,15 +564,17 @@ impl BucketFs {
             (Some(_), true) => inode.attr.clone(),
             _ => self.refresh(&inode).await?,
         };
+        let etag = attr.etag.clone().unwrap_or_default();
+        let keep_cache = !etag.is_empty() && self.inodes.lock().note_open(ino, &etag);
         let reader = FileReader::new(
             self.store.clone(),
             self.blocks.clone(),
             inode.key.clone(),
-            attr.etag.clone().unwrap_or_default(),
+            etag,
             attr.size,
             self.config.readahead,
         );
-        Ok(self.add_handle(Handle::File(Arc::new(reader))))
+        Ok((self.add_handle(Handle::File(Arc::new(reader))), keep_cache))
     }
 
     /// Bytes `offset..offset+len` of an open file (short at EOF).
@@ -719,12 +727,23 @@ mod tests {
         put(&store, "big", &v1, &[]).await;
         let fs = fs_over(&store);
         let e = fs.lookup(ROOT_INO, "big").await.unwrap().unwrap();
-        let fh = fs.open(e.ino).await.unwrap();
+        let (fh, _) = fs.open(e.ino).await.unwrap();
         assert_eq!(&fs.read(fh, 0, 4096).await.unwrap()[..], &v1[..4096]);
         put(&store, "big", &vec![2u8; 3 << 20], &[]).await;
         assert_eq!(fs.read(fh, 2 << 20, 4096).await, Err(libc::ESTALE));
         fs.release(fh);
         assert_eq!(fs.read(fh, 0, 1).await, Err(libc::EBADF));
+        // Reopened once the attributes expired: the new version, so the
+        // kernel must drop the pages of the old one; a second open of the
+        // same version may keep them.
+        fs.inodes
+            .lock()
+            .refresh(e.ino, e.attr.clone(), false, Instant::now());
+        let (fh, keep) = fs.open(e.ino).await.unwrap();
+        assert!(!keep);
+        assert_eq!(&fs.read(fh, 0, 4).await.unwrap()[..], &[2u8; 4]);
+        let (_, keep) = fs.open(e.ino).await.unwrap();
+        assert!(keep);
     }
 
     #[tokio::test]

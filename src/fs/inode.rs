@@ -47,6 +47,9 @@ pub struct Inode {
     pub native_symlink: bool,
     /// The attributes are trusted until then.
     pub expires: Instant,
+    /// The ETag this inode was last opened at: the kernel's cached pages
+    /// of the file belong to that version.
+    pub opened_etag: Option<String>,
     lookups: u64,
 }
 
@@ -80,6 +83,7 @@ impl InodeTable {
             source: AttrSource::Listing,
             native_symlink: false,
             expires: far_future(),
+            opened_etag: None,
             lookups: 1,
         };
         InodeTable {
@@ -134,6 +138,7 @@ impl InodeTable {
             source: b.source,
             native_symlink: b.native_symlink,
             expires: b.expires,
+            opened_etag: None,
             lookups: 1,
         };
         self.children.insert(slot, ino);
@@ -149,6 +154,18 @@ impl InodeTable {
             inode.native_symlink = native_symlink;
             inode.expires = expires;
         }
+    }
+
+    /// Records that `ino` is being opened at `etag`; true when it was last
+    /// opened at the same ETag, so the kernel's cached pages are still
+    /// those of this version.
+    pub fn note_open(&mut self, ino: u64, etag: &str) -> bool {
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return false;
+        };
+        let same = inode.opened_etag.as_deref() == Some(etag);
+        inode.opened_etag = Some(etag.to_string());
+        same
     }
 
     /// The kernel forgot `n` lookups of `ino` (subtle case 3).
@@ -291,6 +308,20 @@ mod tests {
         );
         assert_eq!(changed.attr.perm, 0o644);
         assert_eq!(changed.source, AttrSource::Listing);
+    }
+
+    #[test]
+    fn reopening_at_the_same_etag_keeps_the_page_cache() {
+        let mut t = table();
+        let f = t.bind(
+            ROOT_INO,
+            "f",
+            binding("f", attr(EntryKind::File, "e1", 0o644), AttrSource::Head),
+        );
+        assert!(!t.note_open(f.ino, "e1"), "first open: nothing cached");
+        assert!(t.note_open(f.ino, "e1"));
+        assert!(!t.note_open(f.ino, "e2"), "another version");
+        assert!(t.note_open(f.ino, "e2"));
     }
 
     #[test]
