@@ -4,7 +4,10 @@
 //! whatever the machine).
 //!
 //! Run: `cargo bench --bench emulator_throughput` (env `BENCH_MIB`, default
-//! 1024, sets the object size; `BENCH_ROUNDS`, default 3).
+//! 1024, sets the object size; `BENCH_ROUNDS`, default 3). Under `cargo
+//! test` it runs once on 16 MiB as a smoke test.
+
+mod common;
 
 use bucketfs::emulator::{self, EmulatorConfig, handler::BucketSpec};
 use bucketfs::store::credentials::Credentials;
@@ -21,13 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 const PART: u64 = 8 << 20;
 /// GETs in flight at once.
 const PARALLEL: usize = 8;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Reads `size` bytes as `PART`-sized ranged GETs, `PARALLEL` at a time.
 async fn read_all(store: Arc<HttpStore>, size: u64) -> Duration {
@@ -117,8 +113,8 @@ fn client(url: &str) -> Arc<HttpStore> {
 }
 
 fn main() {
-    let mib = env_u64("BENCH_MIB", 1024);
-    let rounds = env_u64("BENCH_ROUNDS", 3);
+    let mib = common::env_u64("BENCH_MIB", 1024, 16);
+    let rounds = common::env_u64("BENCH_ROUNDS", 3, 1);
     let size = mib << 20;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

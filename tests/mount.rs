@@ -12,7 +12,9 @@
 //!    mount defaults without it; s3fs-style symlinks (and OSS/COS native ones);
 //!    md5 of files of 0, 1, 1 MiB +- 1 bytes (and 100 MiB for S3);
 //!    random-offset reads; concurrent readers; an object replaced under an
-//!    open handle (ESTALE or EIO, never the new bytes), then readable anew.
+//!    open handle (ESTALE or EIO, never the new bytes), then readable anew;
+//!    a shared `mmap` of a file; S3 also with `-o kernel_cache` (page cache
+//!    kept across opens).
 //! 2. Every dialect: a mount of a prefix holding 2500 objects, where `ls -l`
 //!    shows all of them (listing pagination) at a cost of 3 LISTs and no
 //!    HEAD, with the `file_mode`/`dir_mode` options applied.
@@ -729,6 +731,59 @@ fn dialect_suite(provider: Provider) {
         };
         file.read_exact_at(&mut buf, far as u64).is_ok() && buf == replacement[far..far + MIB]
     });
+
+    // 8. A shared read-only mapping of a (direct I/O) file.
+    assert!(
+        mapped_bytes(&m.path("data/random")) == random,
+        "{ctx}: mmap of data/random"
+    );
+
+    // 9. The same data through the kernel's page cache (`kernel_cache`),
+    // read twice: the second open keeps the cached pages.
+    if provider == Provider::S3 {
+        drop(m);
+        let cached = emu.mount("", &["kernel_cache"]);
+        for round in ["first", "second"] {
+            assert_eq!(
+                md5_of_file(&cached.path("data/random")),
+                expected,
+                "{ctx}: {round} read with kernel_cache"
+            );
+        }
+        assert!(
+            mapped_bytes(&cached.path("data/random")) == random,
+            "{ctx}: mmap with kernel_cache"
+        );
+    }
+}
+
+/// The bytes of `path` read through a `MAP_SHARED` read-only mapping.
+fn mapped_bytes(path: &Path) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let file = File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: a fresh read-only mapping of an open file, checked for
+    // failure, read within its length and unmapped before returning.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(
+            addr,
+            libc::MAP_FAILED,
+            "mmap {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        let bytes = std::slice::from_raw_parts(addr as *const u8, len).to_vec();
+        libc::munmap(addr, len);
+        bytes
+    }
 }
 
 // ---------------------------------------------------------------------------

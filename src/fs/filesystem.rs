@@ -83,6 +83,10 @@ pub struct FsConfig {
     pub dir_ttl: Duration,
     pub negative_ttl: Duration,
     pub readahead: ReadaheadConfig,
+    /// Let the kernel cache file pages (`kernel_cache` option); otherwise
+    /// reads bypass the page cache and are served from the block cache
+    /// (see `fs::fuse`, subtle case 5).
+    pub kernel_cache: bool,
 }
 
 /// A name resolved to an inode, for the kernel.
@@ -645,6 +649,7 @@ mod tests {
                 dir_ttl: Duration::from_secs(60),
                 negative_ttl: Duration::from_secs(60),
                 readahead: ReadaheadConfig::default(),
+                kernel_cache: false,
             },
         )
     }

@@ -3,9 +3,11 @@
 //!
 //! Subtle cases:
 //! 1. **FUSE threads never wait on the network.** Every callback that may
-//!    do I/O spawns a task and returns at once; the reply objects are sent
-//!    from the task. The session's worker threads only decode requests, so
-//!    a slow GET never stalls a `stat` behind it.
+//!    do I/O runs as a future that is polled once on the FUSE thread: if it
+//!    finishes (the answer was cached) the reply goes out from there,
+//!    without a hop to another thread; if it would wait, it is handed to
+//!    the Tokio runtime and the thread returns at once. So a slow GET never
+//!    stalls a `stat` behind it, and a cached read costs no thread switch.
 //! 2. **READDIRPLUS binds entries.** Each entry the reply buffer accepts is
 //!    one kernel lookup; an entry the full buffer refuses is forgotten again
 //!    at once, or its inode would never be dropped.
@@ -14,6 +16,17 @@
 //! 4. **The mount is read-only for now** (write path: issue 5): it is
 //!    mounted `ro`, so the kernel refuses writes with EROFS before they get
 //!    here.
+//! 5. **Direct I/O by default.** Files are opened with `FOPEN_DIRECT_IO`:
+//!    every read comes here and is served from the block cache, so file
+//!    data is cached once, in memory bounded by `cache_size`, instead of a
+//!    second time in the page cache. This also made cold sequential reads
+//!    steadier and faster here: filling fresh page-cache pages cost more
+//!    CPU than the whole rest of the read path (README, "Read
+//!    performance"). `mmap` still works where the kernel offers
+//!    `FUSE_DIRECT_IO_ALLOW_MMAP` (Linux 6.6+); older kernels refuse
+//!    shared mappings of such files (ENODEV). With `-o kernel_cache` the
+//!    page cache is used instead, and kept across opens of an unchanged
+//!    object (filesystem.rs, subtle case 6).
 
 use crate::fs::filesystem::{BucketFs, Entry};
 use crate::fs::namespace::{EntryAttr, EntryKind};
@@ -24,6 +37,7 @@ use fuser::{
 };
 use std::ffi::OsStr;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use tokio::runtime::Handle;
 
 /// Largest read the kernel may send in one request, and its readahead: as
@@ -54,11 +68,25 @@ impl FuseAdapter {
         FuseAdapter { fs, runtime }
     }
 
+    /// Runs `work` to its reply: polled once here, on the FUSE thread,
+    /// and handed to the runtime only if it has to wait (subtle case 1).
     fn spawn<F>(&self, work: impl FnOnce(Arc<BucketFs>) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.runtime.spawn(work(self.fs.clone()));
+        // Inside the runtime's context, so the future may spawn tasks and
+        // use Tokio's timers and channels while it is polled here.
+        let _context = self.runtime.enter();
+        let mut work = Box::pin(work(self.fs.clone()));
+        // A no-op waker is enough: if the future is pending, the runtime
+        // polls it again right away and it registers the runtime's waker.
+        if work
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+        {
+            self.runtime.spawn(work);
+        }
     }
 }
 
@@ -136,6 +164,10 @@ impl fuser::Filesystem for FuseAdapter {
             tracing::info!("the kernel does not offer READDIRPLUS; ls -l will send lookups");
         }
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Subtle case 5: shared mmap of direct-I/O files, and large direct
+        // reads split into requests that run in parallel.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
         if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
             let _ = config.set_max_readahead(max);
         }
@@ -187,7 +219,9 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(|fs| async move {
             match fs.open(ino.0).await {
                 Ok((fh, keep_cache)) => {
-                    let flags = if keep_cache {
+                    let flags = if !fs.config().kernel_cache {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else if keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
                     } else {
                         FopenFlags::empty()

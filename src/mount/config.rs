@@ -425,6 +425,11 @@ pub struct MountOptions {
     /// `readahead_max=SIZE`: largest readahead window per handle. Default
     /// 64 MiB (or `cache_size`, if smaller), at least 1 MiB.
     pub readahead_max: u64,
+    /// `kernel_cache`: let the kernel's page cache keep file data (kept
+    /// across opens while the object's ETag is unchanged). Default off:
+    /// reads bypass the page cache and are served from the block cache,
+    /// whose size `cache_size` bounds.
+    pub kernel_cache: bool,
     /// `credentials_file=PATH`, made absolute (the daemon may change
     /// directory). Default: none, the environment is used.
     pub credentials_file: Option<PathBuf>,
@@ -459,6 +464,7 @@ impl Default for MountOptions {
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             part_size: DEFAULT_PART_SIZE,
             readahead_max: DEFAULT_READAHEAD_MAX,
+            kernel_cache: false,
             credentials_file: None,
             foreground: false,
             ignored: Vec::new(),
@@ -517,6 +523,7 @@ impl MountOptions {
                 "ro" => o.read_only = flag()?,
                 "rw" => o.read_only = !flag()?,
                 "nonempty" => o.nonempty = flag()?,
+                "kernel_cache" => o.kernel_cache = flag()?,
                 "foreground" => o.foreground = flag()?,
                 "cache_size" => o.cache_size = parse_size(need()?).map_err(bad)?,
                 "part_size" => o.part_size = parse_size(need()?).map_err(bad)?,
@@ -1547,7 +1554,7 @@ mod tests {
             (o.endpoint, o.region, o.path_style, o.signature),
             (None, None, None, None)
         );
-        assert!(!o.allow_other && !o.read_only && !o.nonempty && !o.foreground);
+        assert!(!o.allow_other && !o.read_only && !o.nonempty && !o.foreground && !o.kernel_cache);
         assert!(o.credentials_file.is_none() && o.ignored.is_empty());
     }
 
@@ -1617,6 +1624,7 @@ mod tests {
             (&["ro", "rw"], |o| o.read_only = false),
             (&["rw,ro"], |o| o.read_only = true),
             (&["nonempty"], |o| o.nonempty = true),
+            (&["kernel_cache"], |o| o.kernel_cache = true),
             (&["foreground"], |o| o.foreground = true),
             (&["cache_size=2G"], |o| o.cache_size = 2 << 30),
             (&["cache_size=1073741824"], |o| o.cache_size = 1 << 30),

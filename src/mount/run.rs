@@ -192,6 +192,7 @@ fn build_fs(config: &MountConfig, store: Arc<dyn ObjectStore>) -> BucketFs {
             dir_ttl: o.dir_ttl,
             negative_ttl: o.negative_ttl,
             readahead,
+            kernel_cache: o.kernel_cache,
         },
     )
 }
