@@ -226,7 +226,9 @@ async fn probe(config: &MountConfig) -> Result<HttpStore, String> {
         max_attempts: PROBE_ATTEMPTS,
         ..full_retry
     };
-    let prober = HttpStore::new(http.clone()).map_err(|e| format!("invalid configuration: {e}"))?;
+    // One client for the probe and the mount: the connection the probe
+    // opens serves the first reads (a lower time to first byte).
+    let mut store = HttpStore::new(http).map_err(|e| format!("invalid configuration: {e}"))?;
     let list = ListRequest {
         prefix: config.source.prefix.clone(),
         delimiter: Some("/".into()),
@@ -234,13 +236,11 @@ async fn probe(config: &MountConfig) -> Result<HttpStore, String> {
         start_after: None,
         max_keys: Some(1),
     };
-    prober
+    store
         .list_objects(&list)
         .await
         .map_err(|e| probe_error(config, e))?;
-    http.retry = full_retry;
-    let mut store = HttpStore::new(http).map_err(|e| format!("invalid configuration: {e}"))?;
-    match prober.head_bucket().await {
+    match store.head_bucket().await {
         Ok(info) => {
             if info.obs_pfs || info.oss_hierarchical_namespace {
                 info!(
@@ -258,6 +258,7 @@ async fn probe(config: &MountConfig) -> Result<HttpStore, String> {
             warn!("cannot read the bucket's type ({e}); native rename and PFS operations stay off")
         }
     }
+    store.set_retry(full_retry);
     Ok(store)
 }
 

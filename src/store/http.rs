@@ -21,6 +21,7 @@
 //!    V2 (an error naming the request, or a truncated page with no token).
 
 use super::ObjectStore;
+use super::block_buffers::{BufferPool, FillingBlock};
 use super::credentials::Credentials;
 use super::dialect::{BucketProbe, CopySourceForm, Dialect, RenameForm};
 use super::encode;
@@ -34,6 +35,7 @@ use base64::Engine;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// How to reach a bucket.
@@ -165,6 +167,9 @@ pub struct HttpStore {
     retry: RetryPolicy,
     /// Set once the server has shown it lacks ListObjectsV2.
     list_v1: AtomicBool,
+    /// Buffers for the blocks of ranged GETs, made for the block size of
+    /// the first such GET (the mount uses one size).
+    block_buffers: OnceLock<Arc<BufferPool>>,
 }
 
 impl HttpStore {
@@ -209,12 +214,19 @@ impl HttpStore {
             credentials: parking_lot::RwLock::new(config.credentials),
             retry: config.retry,
             list_v1: AtomicBool::new(false),
+            block_buffers: OnceLock::new(),
         })
     }
 
     /// Replaces the credentials (temporary credentials renewed before expiry).
     pub fn set_credentials(&self, credentials: Credentials) {
         *self.credentials.write() = credentials;
+    }
+
+    /// Replaces the retry policy (the mount probes with fewer attempts, then
+    /// keeps the same client, and its open connection, for the mount).
+    pub fn set_retry(&mut self, retry: RetryPolicy) {
+        self.retry = retry;
     }
 
     /// Replaces the dialect's capabilities with what the bucket probe found.
@@ -294,7 +306,8 @@ impl HttpStore {
         let declared_len = response.content_length();
         let (body, blocks) = match call.block_size {
             Some(size) if (200..300).contains(&status) => {
-                (Bytes::new(), read_blocks(response, size).await?)
+                let pool = self.block_buffers.get_or_init(|| BufferPool::new(size));
+                (Bytes::new(), read_blocks(response, size, Some(pool)).await?)
             }
             _ => (response.bytes().await.map_err(body_error)?, Vec::new()),
         };
@@ -670,18 +683,21 @@ fn transport_error(e: reqwest::Error) -> StoreError {
 /// Reads a response body into `size`-byte buffers (the last may be
 /// shorter): one copy from the connection's buffers into the final ones,
 /// with no body-sized buffer in between.
-async fn read_blocks(mut response: reqwest::Response, size: usize) -> StoreResult<Vec<Bytes>> {
+async fn read_blocks(
+    mut response: reqwest::Response,
+    size: usize,
+    pool: Option<&Arc<BufferPool>>,
+) -> StoreResult<Vec<Bytes>> {
     let size = size.max(1);
     let mut blocks = Vec::new();
-    let mut current = bytes::BytesMut::with_capacity(size);
+    let mut current = FillingBlock::new(pool, size);
     while let Some(mut chunk) = response.chunk().await.map_err(body_error)? {
         while !chunk.is_empty() {
             let take = (size - current.len()).min(chunk.len());
             current.extend_from_slice(&chunk.split_to(take));
             if current.len() == size {
-                blocks.push(
-                    std::mem::replace(&mut current, bytes::BytesMut::with_capacity(size)).freeze(),
-                );
+                blocks
+                    .push(std::mem::replace(&mut current, FillingBlock::new(pool, size)).freeze());
             }
         }
     }

@@ -7,6 +7,7 @@
 //! `retry` (which failures are retried and how long to wait), `types`
 //! (requests and responses), `error` (the error enum).
 
+pub mod block_buffers;
 pub mod credentials;
 pub mod dialect;
 pub mod encode;
