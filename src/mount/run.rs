@@ -99,7 +99,9 @@ fn mount_and_serve(
         })
         .map_err(|e| format!("cannot start the FUSE session thread: {e}"))?;
 
-    tune_kernel_readahead(&mount_point, config.options.readahead_max);
+    if config.options.kernel_cache {
+        tune_kernel_readahead(&mount_point, config.options.readahead_max);
+    }
     info!(
         "bucketfs: {} mounted at {} (endpoint {})",
         config.source,
@@ -299,12 +301,12 @@ fn mount_error(mount_point: &Path, e: std::io::Error) -> String {
 /// Largest kernel readahead asked for, in KiB (see [`tune_kernel_readahead`]).
 const KERNEL_READAHEAD_MAX_KB: u64 = 16 << 10;
 
-/// Raises the kernel's readahead for the mount (its bdi's `read_ahead_kb`,
-/// 128 KiB by default, and FUSE's INIT cannot raise it). With a larger
-/// window the kernel sends 1 MiB reads ahead of the reader instead of one
-/// 128 KiB read at a time, which more than doubled cached sequential reads
-/// here (README, "Read performance"). Only root may write it; others keep
-/// the default, which is logged.
+/// Raises the kernel's readahead for a `kernel_cache` mount (its bdi's
+/// `read_ahead_kb`, 128 KiB by default, and FUSE's INIT cannot raise it);
+/// direct-I/O reads bypass kernel readahead. With a larger window the
+/// kernel sends 1 MiB reads ahead of the reader instead of one 128 KiB read
+/// at a time, which more than doubled page-cache sequential reads here.
+/// Only root may write it; others keep the default, which is logged.
 fn tune_kernel_readahead(mount_point: &Path, readahead_max: u64) {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(mount_point) else {
