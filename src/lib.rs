@@ -11,4 +11,5 @@ pub mod emulator;
 pub mod errno;
 pub mod fs;
 pub mod mount;
+pub mod staging;
 pub mod store;

@@ -1,5 +1,6 @@
 //! Filesystem core: how keys become paths and attributes (`namespace`), the
 //! inode table (`inode`), the read side of an open file (`reader`), the
+//! write path (`write`: staged files, upload planning and uploads), the
 //! async core answering POSIX calls (`filesystem`) and the `fuser` adapter
 //! in front of it (`fuse`).
 
@@ -8,3 +9,4 @@ pub mod fuse;
 pub mod inode;
 pub mod namespace;
 pub mod reader;
+pub mod write;

@@ -1,0 +1,2 @@
+//! The write path.
+pub mod plan;
