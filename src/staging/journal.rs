@@ -45,11 +45,16 @@ pub struct FileMeta {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    pub mtime_secs: i64,
-    pub mtime_nanos: u32,
+    /// An mtime set explicitly (utimens), as seconds and nanoseconds since
+    /// the epoch; `None` lets the object's Last-Modified stand for it.
+    #[serde(default)]
+    pub mtime: Option<(i64, u32)>,
     /// `user.*` extended attributes, name to value.
     #[serde(default)]
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Other user metadata of the object, kept as found.
+    #[serde(default)]
+    pub other: BTreeMap<String, String>,
 }
 
 /// What one staged file holds: enough to upload it again from scratch.

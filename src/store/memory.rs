@@ -106,6 +106,8 @@ struct State {
     uploads: HashMap<String, Upload>,
     uploads_created: u64,
     calls: HashMap<Operation, u64>,
+    /// Request body bytes received, per operation (data-carrying ones).
+    received: HashMap<Operation, u64>,
     faults: Vec<Fault>,
     /// Keys whose object was written or removed since the last
     /// [`MemoryStore::take_changes`]; `None` when nobody asked to track.
@@ -159,6 +161,10 @@ impl State {
             Some(f) => Err(f.err.clone()),
             None => Ok(()),
         }
+    }
+
+    fn receive(&mut self, op: Operation, bytes: usize) {
+        *self.received.entry(op).or_insert(0) += bytes as u64;
     }
 
     fn object(&self, key: &str) -> StoreResult<&StoredObject> {
@@ -395,6 +401,12 @@ impl MemoryStore {
         });
     }
 
+    /// Request body bytes `op` received (PutObject, AppendObject,
+    /// UploadPart, ModifyObject), failed calls included.
+    pub fn bytes_received(&self, op: Operation) -> u64 {
+        self.state.lock().received.get(&op).copied().unwrap_or(0)
+    }
+
     /// How many times `op` was called, failed calls included.
     pub fn calls(&self, op: Operation) -> u64 {
         self.state.lock().calls.get(&op).copied().unwrap_or(0)
@@ -619,6 +631,7 @@ impl ObjectStore for MemoryStore {
     async fn put_object(&self, req: &PutRequest) -> StoreResult<PutResponse> {
         let mut st = self.state.lock();
         st.enter(Operation::PutObject)?;
+        st.receive(Operation::PutObject, req.body.len());
         check_key(&req.key)?;
         let obj = StoredObject::new(req.body.clone(), &req.attributes, ObjectType::Normal);
         let etag = obj.etag.clone();
@@ -632,6 +645,7 @@ impl ObjectStore for MemoryStore {
     async fn append_object(&self, req: &AppendRequest) -> StoreResult<AppendResponse> {
         let mut st = self.state.lock();
         st.enter(Operation::AppendObject)?;
+        st.receive(Operation::AppendObject, req.body.len());
         require(self.dialect.capabilities.append, "AppendObject")?;
         check_key(&req.key)?;
         st.note_changed(&req.key);
@@ -695,6 +709,7 @@ impl ObjectStore for MemoryStore {
     async fn upload_part(&self, req: &UploadPartRequest) -> StoreResult<CompletedPart> {
         let mut st = self.state.lock();
         st.enter(Operation::UploadPart)?;
+        st.receive(Operation::UploadPart, req.body.len());
         check_key(&req.key)?;
         check_part_number(req.part_number)?;
         upload(&st.uploads, &req.key, &req.upload_id)?;
@@ -958,6 +973,7 @@ impl ObjectStore for MemoryStore {
     async fn modify_object(&self, key: &str, position: u64, body: Bytes) -> StoreResult<()> {
         let mut st = self.state.lock();
         st.enter(Operation::ModifyObject)?;
+        st.receive(Operation::ModifyObject, body.len());
         require(
             self.dialect.capabilities.modify_at_offset,
             "modify at offset",

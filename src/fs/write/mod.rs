@@ -1,2 +1,5 @@
 //! The write path.
+pub mod dirty;
+pub mod meta;
 pub mod plan;
+pub mod upload;

@@ -37,11 +37,11 @@
 //! 2. **Growing parts.** Upload parts are `part_size` while that keeps the
 //!    count within 10,000; beyond, each range is split into parts just big
 //!    enough, so a 5 TiB file still fits.
-//! 3. **A base that cannot be copied.** OSS refuses an appendable object as
-//!    the source of a copy (OSS API reference, 8.1.4 AppendObject: "Appendable
-//!    objects cannot be copied"), though it allows the self-copy that only
-//!    replaces metadata. For such a base choice 5 is skipped and choice 6
-//!    reads the unchanged bytes instead.
+//! 3. **Appendable bases are copied like others.** The OSS reference says
+//!    both "Appendable objects cannot be copied" (8.1.4 AppendObject) and,
+//!    more precisely, that they cannot be copied in *versioned* buckets
+//!    (8.1.3 CopyObject, Limits); mounts of versioned buckets are not
+//!    supported for writing, so choice 5 treats them as any base.
 //! 4. **Metadata and appends.** An append carries no metadata, so a file
 //!    whose metadata must change too (`meta_changed`) is not a pure append.
 
@@ -73,9 +73,6 @@ pub struct PlanLimits {
     pub append: bool,
     pub modify_at_offset: bool,
     pub upload_part_copy: bool,
-    /// The base may be the source of a copy (false for an appendable object
-    /// on OSS: subtle case 3).
-    pub base_copyable: bool,
     /// Preferred upload part size (`part_size`).
     pub part_size: u64,
     /// Largest single PutObject.
@@ -166,7 +163,7 @@ pub fn plan(snap: &Snapshot, limits: &PlanLimits) -> Plan {
         return Plan::Multipart(upload_parts(0..size, limits.part_size, true));
     }
     // 5. Part of the file changed: keep unchanged runs server-side.
-    if limits.upload_part_copy && limits.base_copyable && size > MIN_PART {
+    if limits.upload_part_copy && size > MIN_PART {
         let parts = copy_parts(snap, limits);
         if parts.iter().any(|p| matches!(p, Part::Copy(_))) {
             return Plan::Multipart(parts);
@@ -317,8 +314,6 @@ fn copy_parts(snap: &Snapshot, limits: &PlanLimits) -> Vec<Part> {
 }
 
 #[cfg(test)]
-// Slices of one dirty range are what the tests mean, not a range of ranges.
-#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
@@ -329,7 +324,6 @@ mod tests {
             append: false,
             modify_at_offset: false,
             upload_part_copy: true,
-            base_copyable: true,
             part_size: 8 * MIB,
             put_max: 8 * MIB,
             append_create_max: 8 * MIB,
@@ -539,21 +533,6 @@ mod tests {
         // A plain cut of a large object copies the head.
         let s = snap(40 * MIB, base(size, false), 40 * MIB, &[]);
         assert_eq!(plan(&s, &l), Plan::Multipart(vec![Part::Copy(0..40 * MIB)]));
-    }
-
-    #[test]
-    fn bases_that_cannot_be_copied_are_read_instead() {
-        let l = PlanLimits {
-            base_copyable: false,
-            ..limits()
-        };
-        let size = 100 * MIB;
-        let s = snap(size, base(size, true), size, &[0..1]);
-        let Plan::Multipart(parts) = plan(&s, &l) else {
-            panic!()
-        };
-        check_parts(&parts, size);
-        assert!(parts.iter().all(|p| matches!(p, Part::Upload(_))));
     }
 
     #[test]
