@@ -195,6 +195,10 @@ impl Emu {
     /// Later options win, so `options` may override the endpoint.
     fn command(&self, source: &str, point: &Path, options: &[&str]) -> Command {
         let mut all = vec![format!("endpoint={}", self.emu.url), "region=local".into()];
+        // Staging next to the mount point, removed with it.
+        if let Some(base) = point.parent() {
+            all.push(format!("cache_dir={}", base.join("cache").display()));
+        }
         all.extend(options.iter().map(|o| o.to_string()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bucketfs"));
         cmd.arg("mount")

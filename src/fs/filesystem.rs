@@ -40,6 +40,8 @@ use crate::fs::namespace::{
     implicit_dir_attr, resolve_lookup, valid_component,
 };
 use crate::fs::reader::FileReader;
+use crate::fs::write::Writes;
+use crate::fs::write::dirty::DirtyFile;
 use crate::store::{
     GetRequest, ListContinuation, ListRequest, ObjectStore, ObjectType, StoreError,
 };
@@ -47,10 +49,15 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
+
+mod uploads;
+mod write_ops;
+
+pub use write_ops::SetAttr;
 
 /// Errors of the core are errno values, ready for the kernel.
 pub type Errno = i32;
@@ -110,7 +117,20 @@ pub struct DirRow {
 }
 
 enum Handle {
-    File(Arc<FileReader>),
+    /// A read-only handle of a file with nothing staged when it was opened.
+    File {
+        ino: u64,
+        reader: Arc<FileReader>,
+    },
+    /// A handle through the file's staged data (any handle opened for
+    /// writing, and read handles of a file being written).
+    Staged {
+        ino: u64,
+        file: Arc<DirtyFile>,
+        writable: bool,
+        /// Reads of unchanged ranges, pinned to the base they come from.
+        base: Mutex<Option<Arc<FileReader>>>,
+    },
     Dir(Mutex<Option<Arc<Vec<DirRow>>>>),
 }
 
@@ -121,6 +141,8 @@ struct CachedListing {
 
 /// The filesystem. Shared by all FUSE worker tasks behind an `Arc`.
 pub struct BucketFs {
+    /// This filesystem, for the tasks it spawns (uploads).
+    me: Weak<BucketFs>,
     store: Arc<dyn ObjectStore>,
     blocks: Arc<BlockCache>,
     config: FsConfig,
@@ -130,6 +152,14 @@ pub struct BucketFs {
     logged: Mutex<LruCache<String, ()>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
+    /// The write path; `None` on a read-only mount.
+    writes: Option<Writes>,
+    /// Open file handles per inode (unlink of an open file waits for the
+    /// last close to delete the object).
+    open_files: Mutex<HashMap<u64, usize>>,
+    /// Keys whose name was removed while open: hidden from listings until
+    /// the object is deleted at the last close.
+    hidden: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for BucketFs {
@@ -146,9 +176,20 @@ fn nonzero(n: usize) -> NonZeroUsize {
 }
 
 impl BucketFs {
-    pub fn new(store: Arc<dyn ObjectStore>, blocks: Arc<BlockCache>, config: FsConfig) -> BucketFs {
+    /// The filesystem over `store`; `writes` is `None` for a read-only
+    /// mount.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        blocks: Arc<BlockCache>,
+        config: FsConfig,
+        writes: Option<Writes>,
+    ) -> Arc<BucketFs> {
         let root_attr = implicit_dir_attr(&config.defaults);
-        BucketFs {
+        Arc::new_cyclic(|me| BucketFs {
+            me: me.clone(),
+            writes,
+            open_files: Mutex::new(HashMap::new()),
+            hidden: Mutex::new(HashMap::new()),
             inodes: Mutex::new(InodeTable::new(&config.root_prefix, root_attr)),
             listings: Mutex::new(LruCache::new(nonzero(LISTING_CACHE_DIRS))),
             negatives: Mutex::new(LruCache::new(nonzero(NEGATIVE_CACHE_ENTRIES))),
@@ -158,7 +199,7 @@ impl BucketFs {
             store,
             blocks,
             config,
-        }
+        })
     }
 
     pub fn config(&self) -> &FsConfig {
@@ -218,6 +259,7 @@ impl BucketFs {
         {
             return Ok(cached.listing.clone());
         }
+        self.await_recovered(prefix).await;
         let mut builder = ListingBuilder::new(prefix, self.config.defaults);
         let mut continuation: Option<ListContinuation> = None;
         loop {
@@ -260,6 +302,12 @@ impl BucketFs {
         Ok(listing)
     }
 
+    /// Forgets the cached listing of directory `prefix` (its content
+    /// changed).
+    fn invalidate_listing(&self, prefix: &str) {
+        self.listings.lock().pop(prefix);
+    }
+
     /// The cached listing of `prefix` if it is still fresh.
     fn fresh_listing(&self, prefix: &str) -> Option<Arc<Listing>> {
         let mut listings = self.listings.lock();
@@ -281,6 +329,15 @@ impl BucketFs {
         }
         let dir = self.dir_inode(parent)?;
         let key = format!("{}{name}", dir.key);
+        // The write path's own state wins over the bucket's: a file created
+        // or being written here, a name removed while still open.
+        if let Some(entry) = self.staged_entry(parent, name) {
+            return Ok(Some(entry));
+        }
+        if self.hidden.lock().contains_key(&key) {
+            return Ok(None);
+        }
+        self.await_recovered(&key).await;
         if let Some(until) = self.negatives.lock().get(&key)
             && *until > Instant::now()
         {
@@ -374,7 +431,7 @@ impl BucketFs {
         Entry {
             ino: inode.ino,
             ttl: self.ttl_for(&inode.attr),
-            attr: inode.attr,
+            attr: self.overlay(inode.ino, inode.attr),
         }
     }
 
@@ -386,6 +443,13 @@ impl BucketFs {
     /// Attributes of `ino`, refreshed by a HEAD once a file's have expired.
     pub async fn getattr(&self, ino: u64) -> FsResult<Entry> {
         let inode = self.inode(ino)?;
+        if self.staged(ino).is_some() {
+            return Ok(Entry {
+                ino,
+                attr: self.overlay(ino, inode.attr),
+                ttl: self.config.attr_ttl,
+            });
+        }
         if inode.attr.kind == EntryKind::Directory || inode.expires > Instant::now() {
             let ttl = if inode.attr.kind == EntryKind::Directory {
                 self.config.dir_ttl
@@ -496,12 +560,27 @@ impl BucketFs {
             kind: EntryKind::Directory,
             child: None,
         });
+        let hidden = self.hidden.lock().clone();
         for entry in listing.entries.values() {
+            if hidden.contains_key(&entry.key) {
+                continue;
+            }
             out.push(DirRow {
                 name: entry.name.clone(),
                 ino: 0,
                 kind: entry.attr.kind,
                 child: Some((entry.key.clone(), entry.attr.clone())),
+            });
+        }
+        // Files created here and not uploaded yet.
+        let mut local = self.staged_children(ino);
+        local.retain(|(name, _)| !listing.entries.contains_key(name));
+        for (name, inode) in local {
+            out.push(DirRow {
+                name,
+                ino: 0,
+                kind: inode.attr.kind,
+                child: Some((inode.key.clone(), inode.attr.clone())),
             });
         }
         let out = Arc::new(out);
@@ -554,15 +633,27 @@ impl BucketFs {
     // -----------------------------------------------------------------
     // Files
 
-    /// Opens file `ino` for reading, pinned to one version (case 4).
+    /// Opens file `ino` with the open(2) `flags`. A read-only open of a
+    /// file with nothing staged is pinned to one version (case 4); any
+    /// other open goes through the file's staged data (write_ops.rs).
     /// Returns the handle and whether the kernel may keep the pages it
     /// cached at the previous open (same ETag: case 6).
-    pub async fn open(&self, ino: u64) -> FsResult<(u64, bool)> {
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
         let inode = self.inode(ino)?;
         match inode.attr.kind {
             EntryKind::Directory => return Err(libc::EISDIR),
             EntryKind::Symlink => return Err(libc::ELOOP),
             EntryKind::File => {}
+        }
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let truncate = writable && flags & libc::O_TRUNC != 0;
+        if writable {
+            let file = self.dirty_for(&inode, truncate, true).await?;
+            return Ok((self.staged_handle(ino, file, true), false));
+        }
+        if let Some(file) = self.staged(ino) {
+            file.with(|st| st.handles += 1);
+            return Ok((self.staged_handle(ino, file, false), false));
         }
         let attr = match (&inode.attr.etag, inode.expires > Instant::now()) {
             (Some(_), true) => inode.attr.clone(),
@@ -578,24 +669,55 @@ impl BucketFs {
             attr.size,
             self.config.readahead,
         );
-        Ok((self.add_handle(Handle::File(Arc::new(reader))), keep_cache))
+        let handle = Handle::File {
+            ino,
+            reader: Arc::new(reader),
+        };
+        Ok((self.add_file_handle(ino, handle), keep_cache))
+    }
+
+    fn staged_handle(&self, ino: u64, file: Arc<DirtyFile>, writable: bool) -> u64 {
+        // The kernel's cached pages of this inode no longer describe a
+        // version that exists in the bucket.
+        self.inodes.lock().note_open(ino, "");
+        self.add_file_handle(
+            ino,
+            Handle::Staged {
+                ino,
+                file,
+                writable,
+                base: Mutex::new(None),
+            },
+        )
     }
 
     /// Bytes `offset..offset+len` of an open file (short at EOF).
     pub async fn read(&self, fh: u64, offset: u64, len: u32) -> FsResult<bytes::Bytes> {
         let handle = self.handle(fh)?;
-        let Handle::File(reader) = &*handle else {
-            return Err(libc::EBADF);
-        };
-        reader
-            .read(offset, len)
-            .await
-            .map_err(|e| self.fail(&format!("reading {:?}", reader.key()), e))
+        match &*handle {
+            Handle::File { ino, reader } => match self.staged(*ino) {
+                // Being written through another handle: see those writes.
+                Some(file) => self.read_staged(&file, None, offset, len).await,
+                None => reader
+                    .read(offset, len)
+                    .await
+                    .map_err(|e| self.fail(&format!("reading {:?}", reader.key()), e)),
+            },
+            Handle::Staged { file, base, .. } => {
+                self.read_staged(file, Some(base), offset, len).await
+            }
+            Handle::Dir(_) => Err(libc::EISDIR),
+        }
     }
 
     /// Closes a file or directory handle.
     pub fn release(&self, fh: u64) {
-        self.handles.lock().remove(&fh);
+        let handle = self.handles.lock().remove(&fh);
+        match handle.as_deref() {
+            Some(Handle::File { ino, .. }) => self.file_closed(*ino, None),
+            Some(Handle::Staged { ino, file, .. }) => self.file_closed(*ino, Some(file)),
+            _ => {}
+        }
     }
 
     fn add_handle(&self, handle: Handle) -> u64 {
@@ -637,7 +759,7 @@ mod tests {
         }
     }
 
-    fn fs_over(store: &Arc<MemoryStore>) -> BucketFs {
+    fn fs_over(store: &Arc<MemoryStore>) -> Arc<BucketFs> {
         BucketFs::new(
             store.clone(),
             Arc::new(BlockCache::new(64 << 20, 1 << 20)),
@@ -651,6 +773,7 @@ mod tests {
                 readahead: ReadaheadConfig::default(),
                 kernel_cache: false,
             },
+            None,
         )
     }
 
@@ -732,7 +855,7 @@ mod tests {
         put(&store, "big", &v1, &[]).await;
         let fs = fs_over(&store);
         let e = fs.lookup(ROOT_INO, "big").await.unwrap().unwrap();
-        let (fh, _) = fs.open(e.ino).await.unwrap();
+        let (fh, _) = fs.open(e.ino, libc::O_RDONLY).await.unwrap();
         assert_eq!(&fs.read(fh, 0, 4096).await.unwrap()[..], &v1[..4096]);
         put(&store, "big", &vec![2u8; 3 << 20], &[]).await;
         assert_eq!(fs.read(fh, 2 << 20, 4096).await, Err(libc::ESTALE));
@@ -744,10 +867,10 @@ mod tests {
         fs.inodes
             .lock()
             .refresh(e.ino, e.attr.clone(), false, Instant::now());
-        let (fh, keep) = fs.open(e.ino).await.unwrap();
+        let (fh, keep) = fs.open(e.ino, libc::O_RDONLY).await.unwrap();
         assert!(!keep);
         assert_eq!(&fs.read(fh, 0, 4).await.unwrap()[..], &[2u8; 4]);
-        let (_, keep) = fs.open(e.ino).await.unwrap();
+        let (_, keep) = fs.open(e.ino, libc::O_RDONLY).await.unwrap();
         assert!(keep);
     }
 

@@ -13,9 +13,13 @@
 //!    at once, or its inode would never be dropped.
 //! 3. **Negative entries** are replied as an entry with inode 0 and the
 //!    negative TTL, which the kernel caches as "no such name".
-//! 4. **The mount is read-only for now** (write path: issue 5): it is
-//!    mounted `ro`, so the kernel refuses writes with EROFS before they get
-//!    here.
+//! 4. **Writes** are staged and uploaded by the core (`write_ops.rs`); a
+//!    mount with `-o ro` is mounted read-only, so the kernel refuses them
+//!    with EROFS first. `link` is EPERM (an object store has no hard
+//!    links) and `mknod` of anything but a regular file EPERM.
+//! 6. **A bug must not end the mount.** A panic while a request is handled
+//!    on a FUSE thread is caught and logged, and the request fails with
+//!    EIO; uncaught, it would end the session and leave a dead mount.
 //! 5. **Direct I/O by default.** Files are opened with `FOPEN_DIRECT_IO`:
 //!    every read comes here and is served from the block cache, so file
 //!    data is cached once, in memory bounded by `cache_size`, instead of a
@@ -28,12 +32,13 @@
 //!    page cache is used instead, and kept across opens of an unchanged
 //!    object (filesystem.rs, subtle case 6).
 
-use crate::fs::filesystem::{BucketFs, Entry};
+use crate::fs::filesystem::{BucketFs, Entry, SetAttr};
 use crate::fs::namespace::{EntryAttr, EntryKind};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -80,12 +85,33 @@ impl FuseAdapter {
         let mut work = Box::pin(work(self.fs.clone()));
         // A no-op waker is enough: if the future is pending, the runtime
         // polls it again right away and it registers the runtime's waker.
-        if work
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-            .is_pending()
-        {
+        let polled = guarded("a request", || {
+            work.as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        });
+        if polled == Some(true) {
             self.runtime.spawn(work);
+        }
+    }
+
+    /// Runs a synchronous call of the core on the FUSE thread, inside the
+    /// runtime's context (it may start tasks) and guarded (subtle case 6).
+    fn run<T>(&self, what: &str, call: impl FnOnce(&BucketFs) -> T) -> Option<T> {
+        let _context = self.runtime.enter();
+        guarded(what, || call(&self.fs))
+    }
+}
+
+/// Runs `f`, turning a panic into `None` and a log line: a panic on a FUSE
+/// worker thread would end the whole session (subtle case 6). The reply
+/// object, dropped unanswered, makes fuser answer EIO.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::error!("bug: {what} panicked; answered with EIO");
+            None
         }
     }
 }
@@ -155,6 +181,36 @@ fn reply_negative(fs: &BucketFs, reply: ReplyEntry) {
     reply.entry(&ttl, &attr, Generation(0));
 }
 
+/// How the kernel caches an open file (subtle case 5).
+fn open_flags(fs: &BucketFs, keep_cache: bool) -> FopenFlags {
+    if !fs.config().kernel_cache {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else if keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+fn empty(reply: ReplyEmpty, result: Result<(), i32>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// An xattr reply: the size when asked with size 0, ERANGE when `value`
+/// does not fit, else the value.
+fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
 impl fuser::Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         if config
@@ -191,7 +247,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        self.run("forget", |fs| fs.forget(ino.0, nlookup));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -213,21 +269,10 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(Errno::EROFS);
-        }
+        let flags = flags.0;
         self.spawn(|fs| async move {
-            match fs.open(ino.0).await {
-                Ok((fh, keep_cache)) => {
-                    let flags = if !fs.config().kernel_cache {
-                        FopenFlags::FOPEN_DIRECT_IO
-                    } else if keep_cache {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(fh), flags)
-                }
+            match fs.open(ino.0, flags).await {
+                Ok((fh, keep_cache)) => reply.opened(FileHandle(fh), open_flags(&fs, keep_cache)),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -262,7 +307,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
+        self.run("release", |fs| fs.release(fh.0));
         reply.ok();
     }
 
@@ -270,12 +315,290 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is written through a read-only handle.
-        reply.ok();
+        self.spawn(|fs| async move { empty(reply, fs.flush(fh.0).await) });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(|fs| async move { empty(reply, fs.fsync(fh.0).await) });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // Staging is a local file write: done here, on the FUSE thread.
+        match self.run("write", |fs| fs.write(fh.0, offset, data)) {
+            Some(Ok(n)) => reply.written(n),
+            Some(Err(e)) => reply.error(errno(e)),
+            None => reply.error(Errno::EIO),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (uid, gid) = (req.uid(), req.gid());
+        self.spawn(|fs| async move {
+            match fs.create(parent.0, &name, mode & !umask, uid, gid).await {
+                Ok((entry, fh)) => reply.created(
+                    &entry.ttl,
+                    &file_attr(&fs, entry.ino, &entry.attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    open_flags(&fs, false),
+                ),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(Errno::EPERM);
+        }
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (uid, gid) = (req.uid(), req.gid());
+        self.spawn(|fs| async move {
+            match fs.create(parent.0, &name, mode & !umask, uid, gid).await {
+                Ok((entry, fh)) => {
+                    // An empty file, uploaded like any other.
+                    let _ = fs.flush(fh).await;
+                    fs.release(fh);
+                    reply_entry(&fs, reply, &entry)
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            size,
+            mode,
+            uid,
+            gid,
+            mtime: mtime.map(|t| match t {
+                TimeOrNow::SpecificTime(t) => t,
+                TimeOrNow::Now => std::time::SystemTime::now(),
+            }),
+        };
+        if set == SetAttr::default() {
+            // atime or ctime only: nothing an object stores.
+            return self.getattr(_req, ino, None, reply);
+        }
+        self.spawn(|fs| async move {
+            match fs.setattr(ino.0, set).await {
+                Ok(entry) => reply.attr(&entry.ttl, &file_attr(&fs, entry.ino, &entry.attr)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (uid, gid) = (req.uid(), req.gid());
+        self.spawn(|fs| async move {
+            match fs.mkdir(parent.0, &name, mode & !umask, uid, gid).await {
+                Ok(entry) => reply_entry(&fs, reply, &entry),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let (Some(name), Some(target)) = (
+            link_name.to_str().map(str::to_string),
+            target.to_str().map(str::to_string),
+        ) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (uid, gid) = (req.uid(), req.gid());
+        self.spawn(|fs| async move {
+            match fs.symlink(parent.0, &name, &target, uid, gid).await {
+                Ok(entry) => reply_entry(&fs, reply, &entry),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::ENOENT);
+        };
+        self.spawn(|fs| async move { empty(reply, fs.unlink(parent.0, &name).await) });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::ENOENT);
+        };
+        self.spawn(|fs| async move { empty(reply, fs.rmdir(parent.0, &name).await) });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (Some(name), Some(newname)) = (
+            name.to_str().map(str::to_string),
+            newname.to_str().map(str::to_string),
+        ) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let flags = flags.bits();
+        self.spawn(|fs| async move {
+            empty(
+                reply,
+                fs.rename(parent.0, &name, newparent.0, &newname, flags)
+                    .await,
+            )
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // Object stores have no hard links.
+        reply.error(Errno::EPERM);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::ENOTSUP);
+        };
+        let value = value.to_vec();
+        self.spawn(
+            |fs| async move { empty(reply, fs.setxattr(ino.0, &name, &value, flags).await) },
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::ENODATA);
+        };
+        self.spawn(|fs| async move {
+            match fs.getxattr(ino.0, &name).await {
+                Ok(value) => xattr_reply(reply, size, &value),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(|fs| async move {
+            match fs.listxattr(ino.0).await {
+                Ok(names) => {
+                    let mut list = Vec::new();
+                    for n in names {
+                        list.extend_from_slice(n.as_bytes());
+                        list.push(0);
+                    }
+                    xattr_reply(reply, size, &list)
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::ENODATA);
+        };
+        self.spawn(|fs| async move { empty(reply, fs.removexattr(ino.0, &name).await) });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -357,7 +680,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
+        self.run("release", |fs| fs.release(fh.0));
         reply.ok();
     }
 

@@ -111,12 +111,16 @@ impl InodeTable {
         let existing = self.children.get(&slot).copied();
         if let Some(ino) = existing
             && let Some(inode) = self.inodes.get_mut(&ino)
-            && inode.attr.kind == b.attr.kind
         {
+            // A listing cannot tell a symlink from a file: the same object
+            // (same ETag) keeps what a HEAD learnt, kind included.
             let keep_head = b.source == AttrSource::Listing
                 && inode.source == AttrSource::Head
                 && inode.attr.etag.is_some()
                 && inode.attr.etag == b.attr.etag;
+            if !keep_head && inode.attr.kind != b.attr.kind {
+                return self.bind_new(slot, b);
+            }
             if !keep_head {
                 inode.attr = b.attr;
                 inode.source = b.source;
@@ -127,12 +131,17 @@ impl InodeTable {
             inode.lookups += 1;
             return inode.clone();
         }
+        self.bind_new(slot, b)
+    }
+
+    /// A new inode for `slot`, replacing whatever was bound there.
+    fn bind_new(&mut self, slot: (u64, String), b: Binding) -> Inode {
         let ino = self.next;
         self.next += 1;
         let inode = Inode {
             ino,
-            parent,
-            name: name.to_string(),
+            parent: slot.0,
+            name: slot.1.clone(),
             key: b.key,
             attr: b.attr,
             source: b.source,
@@ -144,6 +153,55 @@ impl InodeTable {
         self.children.insert(slot, ino);
         self.inodes.insert(ino, inode.clone());
         inode
+    }
+
+    /// Counts one more kernel lookup of `ino` and returns it.
+    pub fn add_lookup(&mut self, ino: u64) -> Option<Inode> {
+        let inode = self.inodes.get_mut(&ino)?;
+        inode.lookups += 1;
+        Some(inode.clone())
+    }
+
+    /// Removes the name `name` of `parent` (unlink, rmdir); the inode lives
+    /// on for open handles until the kernel forgets it. Returns it.
+    pub fn unbind(&mut self, parent: u64, name: &str) -> Option<u64> {
+        self.children.remove(&(parent, name.to_string()))
+    }
+
+    /// Moves `ino` to `name` in `parent` under `key` (rename); whatever was
+    /// bound there loses its name.
+    pub fn move_to(&mut self, ino: u64, parent: u64, name: &str, key: String) {
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        let old = (inode.parent, inode.name.clone());
+        inode.parent = parent;
+        inode.name = name.to_string();
+        inode.key = key;
+        if self.children.get(&old) == Some(&ino) {
+            self.children.remove(&old);
+        }
+        self.children.insert((parent, name.to_string()), ino);
+    }
+
+    /// Rewrites the keys of every inode under directory prefix `from` to
+    /// lie under `to` instead (a renamed directory's descendants).
+    pub fn rekey_under(&mut self, from: &str, to: &str) {
+        for inode in self.inodes.values_mut() {
+            if let Some(rest) = inode.key.strip_prefix(from) {
+                inode.key = format!("{to}{rest}");
+            }
+        }
+    }
+
+    /// Sets the attributes of `ino` as the filesystem itself changed them
+    /// (a write path operation), trusted until `expires`.
+    pub fn set_attr(&mut self, ino: u64, attr: EntryAttr, expires: Instant) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.attr = attr;
+            inode.source = AttrSource::Head;
+            inode.expires = expires;
+        }
     }
 
     /// Replaces the attributes of `ino` after a refresh (getattr, open).
@@ -308,6 +366,44 @@ mod tests {
         );
         assert_eq!(changed.attr.perm, 0o644);
         assert_eq!(changed.source, AttrSource::Listing);
+    }
+
+    #[test]
+    fn unbind_move_and_rekey() {
+        let mut t = table();
+        let d = t.bind(
+            ROOT_INO,
+            "d",
+            binding(
+                "d/",
+                attr(EntryKind::Directory, "", 0o755),
+                AttrSource::Listing,
+            ),
+        );
+        let f = t.bind(
+            d.ino,
+            "f",
+            binding(
+                "d/f",
+                attr(EntryKind::File, "e", 0o644),
+                AttrSource::Listing,
+            ),
+        );
+        let g = t.bind(
+            ROOT_INO,
+            "g",
+            binding("g", attr(EntryKind::File, "e", 0o644), AttrSource::Listing),
+        );
+        // Rename g over d/f: f loses its name, g takes it.
+        t.move_to(g.ino, d.ino, "f", "d/f".into());
+        assert_eq!(t.child(d.ino, "f").unwrap().ino, g.ino);
+        assert!(t.child(ROOT_INO, "g").is_none());
+        assert!(t.get(f.ino).is_some(), "f lives on until forgotten");
+        t.rekey_under("d/", "e/");
+        assert_eq!(t.get(g.ino).unwrap().key, "e/f");
+        assert_eq!(t.get(d.ino).unwrap().key, "e/");
+        assert_eq!(t.unbind(d.ino, "f"), Some(g.ino));
+        assert!(t.child(d.ino, "f").is_none());
     }
 
     #[test]

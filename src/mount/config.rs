@@ -84,6 +84,10 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 const GIB: u64 = 1024 * MIB;
 
+/// Default `upload_concurrency`: eight 8 MiB parts in flight keep a
+/// gigabit link busy at typical object-store latencies, in 64 MiB of memory.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 8;
+
 /// Default `cache_size`: 256 MiB holds four full 64 MiB readahead windows
 /// (several sequential readers at full speed). Larger is not faster for a
 /// first read: every cached byte is fresh memory whose page faults cost
@@ -430,6 +434,20 @@ pub struct MountOptions {
     /// reads bypass the page cache and are served from the block cache,
     /// whose size `cache_size` bounds.
     pub kernel_cache: bool,
+    /// `cache_dir=PATH`: where written data is staged before its upload
+    /// (one subdirectory per mounted source, see
+    /// [`MountConfig::staging_dir`]). Default: `/var/cache/bucketfs` for
+    /// root, else `$XDG_CACHE_HOME/bucketfs` or `~/.cache/bucketfs`.
+    pub cache_dir: Option<PathBuf>,
+    /// `staging_max=SIZE`: most bytes staged at once; writes beyond get
+    /// ENOSPC. Default: no limit but the disk's free space.
+    pub staging_max: Option<u64>,
+    /// `sync_close`: `close` returns only once the file is uploaded (and
+    /// fails if the upload does). Default off: uploads run after `close`.
+    pub sync_close: bool,
+    /// `upload_concurrency=N`: part-sized requests uploading at once,
+    /// mount-wide. Default 8.
+    pub upload_concurrency: usize,
     /// `credentials_file=PATH`, made absolute (the daemon may change
     /// directory). Default: none, the environment is used.
     pub credentials_file: Option<PathBuf>,
@@ -465,6 +483,10 @@ impl Default for MountOptions {
             part_size: DEFAULT_PART_SIZE,
             readahead_max: DEFAULT_READAHEAD_MAX,
             kernel_cache: false,
+            cache_dir: None,
+            staging_max: None,
+            sync_close: false,
+            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             credentials_file: None,
             foreground: false,
             ignored: Vec::new(),
@@ -524,6 +546,21 @@ impl MountOptions {
                 "rw" => o.read_only = !flag()?,
                 "nonempty" => o.nonempty = flag()?,
                 "kernel_cache" => o.kernel_cache = flag()?,
+                "sync_close" => o.sync_close = flag()?,
+                "staging_max" => o.staging_max = Some(parse_size(need()?).map_err(bad)?),
+                "upload_concurrency" => {
+                    o.upload_concurrency = need()?
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=256).contains(n))
+                        .ok_or_else(|| bad("must be a number from 1 to 256".to_string()))?
+                }
+                "cache_dir" => {
+                    let path = Path::new(need()?);
+                    o.cache_dir = Some(std::path::absolute(path).map_err(|e| {
+                        bad(format!("cannot make {} absolute: {e}", path.display()))
+                    })?);
+                }
                 "foreground" => o.foreground = flag()?,
                 "cache_size" => o.cache_size = parse_size(need()?).map_err(bad)?,
                 "part_size" => o.part_size = parse_size(need()?).map_err(bad)?,
@@ -1225,6 +1262,29 @@ pub struct MountConfig {
 }
 
 impl MountConfig {
+    /// The staging directory of this mount: `cache_dir` (or its default)
+    /// joined with a name made of the bucket and a hash of the endpoint and
+    /// SOURCE, so a restarted daemon mounting the same source finds what
+    /// its predecessor staged, and different sources never share one.
+    pub fn staging_dir(&self, env: EnvLookup) -> PathBuf {
+        use sha2::Digest;
+        let root = self.options.cache_dir.clone().unwrap_or_else(|| {
+            // SAFETY: getuid takes no arguments and cannot fail.
+            let root_user = unsafe { libc::getuid() } == 0;
+            let xdg = env("XDG_CACHE_HOME").filter(|v| !v.is_empty());
+            let home = env("HOME").filter(|v| !v.is_empty());
+            match (root_user, xdg, home) {
+                (true, _, _) => PathBuf::from("/var/cache/bucketfs"),
+                (false, Some(x), _) => Path::new(&x).join("bucketfs"),
+                (false, None, Some(h)) => Path::new(&h).join(".cache/bucketfs"),
+                (false, None, None) => std::env::temp_dir().join("bucketfs"),
+            }
+        });
+        let identity = format!("{}\n{}", self.endpoint, self.source);
+        let hash = hex::encode(&sha2::Sha256::digest(identity.as_bytes())[..8]);
+        root.join(format!("{}-{hash}", self.source.bucket))
+    }
+
     /// Combines SOURCE, options and credentials (see the module doc for the
     /// rules).
     pub fn build(

@@ -25,8 +25,11 @@ use crate::cache::readahead::{DEFAULT_BLOCK_SIZE, ReadaheadConfig};
 use crate::fs::filesystem::{BucketFs, FsConfig};
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::namespace::AttrDefaults;
+use crate::fs::write::upload::Uploader;
+use crate::fs::write::{WriteConfig, Writes};
 use crate::mount::config::MountConfig;
 use crate::mount::mountpoint::check_mount_point;
+use crate::staging::StagingArea;
 use crate::store::http::HttpStore;
 use crate::store::retry::RetryPolicy;
 use crate::store::{ListRequest, ObjectStore, StoreError};
@@ -82,10 +85,45 @@ fn mount_and_serve(
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
 
-    let store = runtime.block_on(probe(&config))?;
-    let fs = Arc::new(build_fs(&config, Arc::new(store)));
+    // The staging directory before the probe: a second daemon on the same
+    // directory fails at once (staging/mod.rs, subtle case 1).
+    let staging = if config.options.read_only {
+        None
+    } else {
+        let dir = config.staging_dir(&|name| std::env::var(name).ok());
+        let limit = config.options.staging_max.unwrap_or(u64::MAX);
+        let (area, replay) = StagingArea::open(&dir, limit).map_err(|e| e.to_string())?;
+        info!(
+            "staging written data in {} ({} file(s) left by the previous run)",
+            dir.display(),
+            replay.staged.len()
+        );
+        Some((Arc::new(area), replay))
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(runtime.block_on(probe(&config))?);
+    let (writes, replay) = match staging {
+        Some((area, replay)) => {
+            let o = &config.options;
+            let uploader = Uploader::new(
+                store.clone(),
+                area.clone(),
+                o.part_size,
+                o.upload_concurrency,
+            );
+            let config = WriteConfig {
+                sync_close: o.sync_close,
+            };
+            (Some(Writes::new(area, uploader, config)), Some(replay))
+        }
+        None => (None, None),
+    };
+    let fs = build_fs(&config, store, writes);
+    if let Some(replay) = replay {
+        let _context = runtime.enter();
+        fs.recover(replay);
+    }
 
-    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
     let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config))
         .map_err(|e| mount_error(&mount_point, e))?;
     let mut unmounter = session.unmount_callable();
@@ -133,6 +171,7 @@ fn mount_and_serve(
     let result = serving
         .join()
         .map_err(|_| "the FUSE session thread panicked".to_string())?;
+    drain_uploads(&runtime, &fs);
     // Fetches still in flight hold the store; let them end with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
@@ -142,6 +181,26 @@ fn mount_and_serve(
         }
         Err(e) => Err(format!("the FUSE session ended with an error: {e}")),
     }
+}
+
+/// Waits for every staged upload before the process ends (unmount waits
+/// for pending uploads); a second SIGTERM/SIGINT stops waiting, leaving the
+/// data staged for the next mount on the same cache directory.
+fn drain_uploads(runtime: &tokio::runtime::Runtime, fs: &Arc<BucketFs>) {
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        tokio::select! {
+            _ = fs.drain() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+                warn!("stopped waiting for uploads; they stay staged and resume at the next mount");
+            }
+            _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+                warn!("stopped waiting for uploads; they stay staged and resume at the next mount");
+            }
+        }
+    });
 }
 
 /// Makes glibc keep freed part buffers for reuse instead of returning them
@@ -167,7 +226,11 @@ fn keep_freed_memory() {
 }
 
 /// The filesystem core over `store`, tuned by the mount options.
-fn build_fs(config: &MountConfig, store: Arc<dyn ObjectStore>) -> BucketFs {
+fn build_fs(
+    config: &MountConfig,
+    store: Arc<dyn ObjectStore>,
+    writes: Option<Writes>,
+) -> Arc<BucketFs> {
     let o = &config.options;
     let blocks = Arc::new(BlockCache::new(o.cache_size, DEFAULT_BLOCK_SIZE));
     let readahead = ReadaheadConfig {
@@ -196,6 +259,7 @@ fn build_fs(config: &MountConfig, store: Arc<dyn ObjectStore>) -> BucketFs {
             readahead,
             kernel_cache: o.kernel_cache,
         },
+        writes,
     )
 }
 
@@ -206,12 +270,13 @@ fn fuse_config(config: &MountConfig) -> fuser::Config {
     fuse.mount_options = vec![
         M::FSName(format!("bucketfs:{}", config.source)),
         M::Subtype("bucketfs".into()),
-        // The write path is not there yet: the kernel refuses writes.
-        M::RO,
         M::NoDev,
         M::NoSuid,
         M::DefaultPermissions,
     ];
+    if config.options.read_only {
+        fuse.mount_options.push(M::RO);
+    }
     if config.options.allow_other {
         fuse.acl = fuser::SessionACL::All;
     }

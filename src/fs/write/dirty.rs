@@ -92,6 +92,8 @@ pub struct DirtyState {
     pub handles: usize,
     /// The name was removed: never upload again.
     pub unlinked: bool,
+    /// An upload task owns the file (see [`DirtyFile::claim_task`]).
+    task_running: bool,
 }
 
 /// What an upload of one generation works from.
@@ -119,6 +121,9 @@ pub struct DirtyFile {
     file: File,
     state: Mutex<DirtyState>,
     progress: watch::Sender<Progress>,
+    /// Held while an upload runs, and by operations that must not overlap
+    /// one (rename, unlink).
+    pub upload_lock: tokio::sync::Mutex<()>,
 }
 
 fn total(set: &RangeSet<u64>) -> u64 {
@@ -175,8 +180,10 @@ impl DirtyFile {
                 claimed: 0,
                 handles: 0,
                 unlinked: false,
+                task_running: false,
             }),
             progress: watch::Sender::new(Progress::default()),
+            upload_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -208,8 +215,10 @@ impl DirtyFile {
                 inflight: None,
                 handles: 0,
                 unlinked: false,
+                task_running: false,
             }),
             progress: watch::Sender::new(Progress::default()),
+            upload_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -362,6 +371,20 @@ impl DirtyFile {
         })
     }
 
+    /// The journal write of the last record failed: write it again next
+    /// time.
+    pub fn journal_failed(&self) {
+        self.state.lock().journaled = 0;
+    }
+
+    /// The next [`DirtyFile::journal_record`] describes the file even if
+    /// its content did not change (its key did).
+    pub fn force_journal(&self) {
+        let mut st = self.state.lock();
+        st.generation += 1;
+        st.journaled = 0;
+    }
+
     /// Starts an upload of the current generation (subtle case 1); `None`
     /// when there is nothing to upload or one is running.
     pub fn begin_upload(&self) -> Option<Snapshot> {
@@ -426,6 +449,24 @@ impl DirtyFile {
         self.state.lock().base = Some(base);
     }
 
+    /// Continues over `found`, the object as it is now, after the base
+    /// turned out to be gone or different: bytes not written here come
+    /// from `found` where it has them, and are zeros past its end.
+    pub fn rebase(&self, found: Option<BaseObject>) {
+        let mut st = self.state.lock();
+        let valid = found.as_ref().map_or(0, |b| b.size).min(st.base_valid);
+        if valid < st.size {
+            // Unwritten bytes past the new base's end are zeros now. The
+            // staging file holds zeros wherever it holds nothing written
+            // (truncation cuts it), so marking them staged is enough.
+            let gap = valid..st.size;
+            st.mark(gap);
+        }
+        st.base_valid = valid;
+        st.base = found;
+        st.generation += 1;
+    }
+
     /// Waits until generation `generation` is uploaded; the errno of a
     /// failed attempt at it (or a later one) ends the wait early.
     pub async fn wait_uploaded(&self, generation: u64) -> Result<(), Errno> {
@@ -447,6 +488,29 @@ impl DirtyFile {
     pub fn is_clean(&self) -> bool {
         let st = self.state.lock();
         st.inflight.is_none() && self.progress.borrow().uploaded >= st.generation
+    }
+
+    /// Makes the caller the file's upload task, unless one runs already.
+    pub fn claim_task(&self) -> bool {
+        let mut st = self.state.lock();
+        !std::mem::replace(&mut st.task_running, true)
+    }
+
+    /// Called by the upload task when it found nothing to upload: true if
+    /// work arrived meanwhile (the task goes on), else the task ends.
+    pub fn release_task(&self) -> bool {
+        let mut st = self.state.lock();
+        let pending = !st.unlinked && st.generation > self.progress.borrow().uploaded;
+        if !pending {
+            st.task_running = false;
+        }
+        pending
+    }
+
+    /// Whether a generation awaits upload (and the file is not unlinked).
+    pub fn has_pending(&self) -> bool {
+        let st = self.state.lock();
+        !st.unlinked && st.generation > self.progress.borrow().uploaded
     }
 
     /// Bytes claimed from the staging area (to give back on removal).
