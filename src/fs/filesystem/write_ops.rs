@@ -395,7 +395,24 @@ impl BucketFs {
             return Err(libc::EBADF);
         };
         let writes = self.writes()?;
-        file.write(&writes.staging, offset, data)
+        let written = file.write(&writes.staging, offset, data)?;
+        // Parts of a file written front to back upload while it is written.
+        while let Some((part, upload_id)) =
+            file.next_stream_part(writes.uploader.limits().part_size)
+        {
+            let (Some(fs), file) = (self.me.upgrade(), file.clone()) else {
+                break;
+            };
+            tokio::spawn(async move {
+                if let Some(writes) = &fs.writes {
+                    writes
+                        .uploader
+                        .upload_stream_part(&file, part, upload_id)
+                        .await;
+                }
+            });
+        }
+        Ok(written)
     }
 
     /// `close` of a handle: stages what it wrote (subtle case 1).

@@ -35,6 +35,7 @@
 //!    metadata change when the base carried an `mtime` header.
 
 use crate::fs::write::plan::Snapshot as PlanSnapshot;
+use crate::fs::write::stream::{Stream, StreamPart};
 use crate::staging::StagingArea;
 use crate::staging::journal::{BaseObject, FileMeta, StagedState};
 use parking_lot::Mutex;
@@ -42,6 +43,7 @@ use rangemap::RangeSet;
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
@@ -124,6 +126,9 @@ pub struct DirtyFile {
     /// Held while an upload runs, and by operations that must not overlap
     /// one (rename, unlink).
     pub upload_lock: tokio::sync::Mutex<()>,
+    /// The streaming multipart upload of a file written front to back
+    /// (stream.rs); taken after the state lock, never before it.
+    stream: Mutex<Option<Stream>>,
 }
 
 fn total(set: &RangeSet<u64>) -> u64 {
@@ -184,6 +189,7 @@ impl DirtyFile {
             }),
             progress: watch::Sender::new(Progress::default()),
             upload_lock: tokio::sync::Mutex::new(()),
+            stream: Mutex::new(None),
         }
     }
 
@@ -219,6 +225,7 @@ impl DirtyFile {
             }),
             progress: watch::Sender::new(Progress::default()),
             upload_lock: tokio::sync::Mutex::new(()),
+            stream: Mutex::new(None),
         }
     }
 
@@ -270,12 +277,21 @@ impl DirtyFile {
         st.size = st.size.max(end);
         st.claimed += new_bytes;
         st.touched();
+        if let Some(stream) = self.stream.lock().as_mut()
+            && offset < stream.next_offset
+        {
+            // Stream subtle case 1: a part already sent may change.
+            stream.broken = true;
+        }
         Ok(data.len() as u32)
     }
 
     /// Sets the size (truncate or extend).
     pub fn truncate(&self, staging: &StagingArea, size: u64) -> Result<(), Errno> {
         let mut st = self.state.lock();
+        if let Some(stream) = self.stream.lock().as_mut() {
+            stream.broken = true;
+        }
         if size < st.size {
             self.file.set_len(size).map_err(|e| io_errno(&e))?;
             let cut = size..u64::MAX;
@@ -511,6 +527,43 @@ impl DirtyFile {
     pub fn has_pending(&self) -> bool {
         let st = self.state.lock();
         !st.unlinked && st.generation > self.progress.borrow().uploaded
+    }
+
+    /// The next part to stream, if the file is being written front to back
+    /// and one has filled (stream.rs). Starts the stream at the first part.
+    pub fn next_stream_part(
+        &self,
+        part_size: u64,
+    ) -> Option<(StreamPart, Arc<tokio::sync::OnceCell<String>>)> {
+        let st = self.state.lock();
+        let from_scratch = st.base.is_none() || st.base_valid == 0;
+        let sequential = match st.dirty.iter().next() {
+            Some(r) => r.start == 0 && r.end == st.size && st.dirty.iter().count() == 1,
+            None => false,
+        };
+        if !from_scratch || !sequential || st.inflight.is_some() || st.unlinked {
+            return None;
+        }
+        if st.size < 2 * part_size {
+            return None;
+        }
+        let mut stream = self.stream.lock();
+        let stream = stream.get_or_insert_with(|| Stream::new(st.key.clone(), st.meta.clone()));
+        if stream.key != st.key {
+            stream.broken = true;
+        }
+        let part = stream.next_part(st.size, part_size)?;
+        Some((part, stream.upload_id.clone()))
+    }
+
+    /// Runs `f` on the stream, if there is one.
+    pub fn with_stream<T>(&self, f: impl FnOnce(&mut Stream) -> T) -> Option<T> {
+        self.stream.lock().as_mut().map(f)
+    }
+
+    /// Removes the stream (finished or aborted).
+    pub fn take_stream(&self) -> Option<Stream> {
+        self.stream.lock().take()
     }
 
     /// Bytes claimed from the staging area (to give back on removal).

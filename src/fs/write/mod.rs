@@ -5,6 +5,7 @@
 //!   file, which byte ranges are dirty, its size and metadata;
 //! * `plan`: the cheapest upload for a snapshot of a dirty file (pure);
 //! * `upload`: carrying a plan out against the object store;
+//! * `stream`: multipart uploads that start while a large file is written;
 //! * `meta`: file metadata as s3fs-compatible object metadata;
 //! * this module: [`Writes`], the mount's registry of dirty files (by inode,
 //!   and by key for files recovered from the journal of a previous run).
@@ -16,6 +17,7 @@
 pub mod dirty;
 pub mod meta;
 pub mod plan;
+pub mod stream;
 pub mod upload;
 
 use crate::staging::StagingArea;

@@ -26,6 +26,7 @@
 use crate::fs::write::dirty::{DirtyFile, Snapshot};
 use crate::fs::write::meta::to_metadata;
 use crate::fs::write::plan::{Part, Plan, PlanLimits, plan};
+use crate::fs::write::stream::{Stream, StreamPart};
 use crate::staging::StagingArea;
 use crate::staging::journal::{BaseObject, Record};
 use crate::store::{
@@ -79,6 +80,9 @@ impl Uploader {
 
     /// Makes the object equal `snap` and returns it as the new base.
     pub async fn upload(&self, file: &Arc<DirtyFile>, snap: &Snapshot) -> StoreResult<BaseObject> {
+        if let Some(done) = self.finish_stream(file, snap).await {
+            return done;
+        }
         let the_plan = plan(&snap.plan, &self.limits);
         tracing::debug!(key = %snap.key, generation = snap.generation, plan = ?the_plan, "upload");
         let attributes = ObjectAttributes {
@@ -143,6 +147,160 @@ impl Uploader {
                 self.head(&snap.key, size).await
             }
         }
+    }
+
+    /// Uploads one streamed part (stream.rs); the first creates the
+    /// multipart upload. The outcome is recorded in the file's stream.
+    pub async fn upload_stream_part(
+        &self,
+        file: &Arc<DirtyFile>,
+        part: StreamPart,
+        upload_id: Arc<tokio::sync::OnceCell<String>>,
+    ) {
+        let result = self.stream_part(file, &part, &upload_id).await;
+        if let Err(e) = &result {
+            tracing::warn!(key = %file.key(), part = part.number, "streamed part failed; the file will be uploaded whole at close: {e}");
+        }
+        file.with_stream(|s| s.part_ended(result.map_err(|_| ())));
+    }
+
+    async fn stream_part(
+        &self,
+        file: &Arc<DirtyFile>,
+        part: &StreamPart,
+        upload_id: &tokio::sync::OnceCell<String>,
+    ) -> StoreResult<CompletedPart> {
+        let _permit = self
+            .parts
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let (key, meta) = file
+            .with_stream(|s| (s.key.clone(), s.meta.clone()))
+            .ok_or_else(|| StoreError::Transport("stream gone".into()))?;
+        let id = upload_id
+            .get_or_try_init(|| async {
+                let attributes = ObjectAttributes {
+                    content_type: None,
+                    metadata: to_metadata(&meta),
+                };
+                let id = self
+                    .store
+                    .create_multipart_upload(&key, &attributes)
+                    .await?;
+                let _ = self.staging.record(&Record::MultipartStarted {
+                    key: key.clone(),
+                    upload_id: id.clone(),
+                });
+                Ok::<_, StoreError>(id)
+            })
+            .await?
+            .clone();
+        let body = file
+            .read_local(part.range.clone())
+            .map_err(|e| StoreError::Transport(format!("reading staged data: errno {e}")))?;
+        self.store
+            .upload_part(&UploadPartRequest {
+                key,
+                upload_id: id,
+                part_number: part.number,
+                body: Bytes::from(body),
+            })
+            .await
+    }
+
+    /// Completes the file's streaming upload if it still matches the
+    /// snapshot, else aborts it; `None` when the ordinary plan must run.
+    async fn finish_stream(
+        &self,
+        file: &Arc<DirtyFile>,
+        snap: &Snapshot,
+    ) -> Option<StoreResult<BaseObject>> {
+        let mut in_flight = file.with_stream(|s| s.in_flight.subscribe())?;
+        let _ = in_flight.wait_for(|n| *n == 0).await;
+        let stream = file.take_stream()?;
+        let upload_id = stream.upload_id.get().cloned();
+        let whole = crate::fs::write::plan::covers(&snap.plan.dirty, 0..snap.plan.size);
+        let usable = !stream.broken
+            && upload_id.is_some()
+            && whole
+            && stream.key == snap.key
+            && snap.plan.size >= stream.next_offset
+            && stream.done.len() as u32 + 1 == stream.next_number;
+        let upload_id = upload_id?;
+        if !usable {
+            let _ = self
+                .store
+                .abort_multipart_upload(&stream.key, &upload_id)
+                .await;
+            let _ = self.staging.record(&Record::MultipartEnded { upload_id });
+            return None;
+        }
+        let result = self.complete_stream(file, snap, &stream, &upload_id).await;
+        if result.is_err() {
+            let _ = self
+                .store
+                .abort_multipart_upload(&stream.key, &upload_id)
+                .await;
+        }
+        let _ = self.staging.record(&Record::MultipartEnded { upload_id });
+        Some(result)
+    }
+
+    async fn complete_stream(
+        &self,
+        file: &Arc<DirtyFile>,
+        snap: &Snapshot,
+        stream: &Stream,
+        upload_id: &str,
+    ) -> StoreResult<BaseObject> {
+        let mut parts: Vec<CompletedPart> = stream.done.values().cloned().collect();
+        for tail in stream.tail(snap.plan.size, self.limits.part_size) {
+            let _permit = self
+                .parts
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            let body = self.content(file, snap, tail.range.clone()).await?;
+            parts.push(
+                self.store
+                    .upload_part(&UploadPartRequest {
+                        key: snap.key.clone(),
+                        upload_id: upload_id.to_string(),
+                        part_number: tail.number,
+                        body,
+                    })
+                    .await?,
+            );
+        }
+        let put = self
+            .store
+            .complete_multipart_upload(&CompleteMultipartRequest {
+                key: snap.key.clone(),
+                upload_id: upload_id.to_string(),
+                parts,
+            })
+            .await?;
+        if snap.meta != stream.meta {
+            // The metadata changed after the upload was created with it.
+            self.store
+                .copy_object(&CopyRequest {
+                    source_key: snap.key.clone(),
+                    dest_key: snap.key.clone(),
+                    directive: MetadataDirective::Replace(ObjectAttributes {
+                        content_type: None,
+                        metadata: to_metadata(&snap.meta),
+                    }),
+                    source_if_match: Some(put.etag.clone()),
+                })
+                .await?;
+            return self.head(&snap.key, snap.plan.size).await;
+        }
+        Ok(BaseObject {
+            etag: put.etag,
+            size: snap.plan.size,
+            appendable: false,
+        })
     }
 
     /// AppendObject of `range` in pieces of at most `part_size`, each at
@@ -655,6 +813,44 @@ mod tests {
         expected[5..10].copy_from_slice(b"hello");
         assert!(got[..] == expected[..]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_sequential_write_streams_its_parts_before_close() {
+        let fx = fixture("stream", Provider::S3);
+        let data = pattern(40 * MIB + 123, 5);
+        let f = fx.file("streamed", None, true);
+        for chunk in data.chunks(MIB as usize) {
+            let at = f.size();
+            f.write(&fx.staging, at, chunk).unwrap();
+            while let Some((part, id)) = f.next_stream_part(8 * MIB) {
+                fx.uploader.upload_stream_part(&f, part, id).await;
+            }
+        }
+        // Parts went up while the file was written: all but the tail.
+        assert_eq!(fx.store.calls(Operation::UploadPart), 5);
+        assert_eq!(fx.store.calls(Operation::CompleteMultipartUpload), 0);
+        fx.upload(&f).await;
+        assert_eq!(fx.store.calls(Operation::UploadPart), 6);
+        assert!(fx.body("streamed").await == data);
+        assert!(f.with_stream(|_| ()).is_none(), "the stream is finished");
+    }
+
+    #[tokio::test]
+    async fn a_write_behind_the_stream_falls_back_to_a_whole_upload() {
+        let fx = fixture("broken", Provider::S3);
+        let mut data = pattern(20 * MIB, 6);
+        let f = fx.file("rewritten", None, true);
+        f.write(&fx.staging, 0, &data).unwrap();
+        while let Some((part, id)) = f.next_stream_part(8 * MIB) {
+            fx.uploader.upload_stream_part(&f, part, id).await;
+        }
+        assert_eq!(fx.store.calls(Operation::UploadPart), 2);
+        f.write(&fx.staging, 10, b"changed").unwrap();
+        data[10..17].copy_from_slice(b"changed");
+        fx.upload(&f).await;
+        assert!(fx.body("rewritten").await == data);
+        assert_eq!(fx.store.calls(Operation::AbortMultipartUpload), 1);
     }
 
     #[test]
