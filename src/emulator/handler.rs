@@ -140,6 +140,10 @@ fn fail(status: u16, code: &str, message: impl Into<String>) -> Failure {
 
 type Handled = Result<Outgoing, Failure>;
 
+/// Internal marker (never sent): a GET raced a replacement of its object
+/// and is retried.
+const RACED: u16 = 599;
+
 /// The emulated service: buckets, credentials, counters.
 pub struct Emulator {
     provider: Provider,
@@ -836,6 +840,20 @@ impl Emulator {
     }
 
     async fn get(&self, store: &MemoryStore, req: &Incoming, key: &str) -> Handled {
+        // The object may be replaced between the HEAD that checks the
+        // conditions and the read: the read is pinned to the HEAD's ETag,
+        // and a replacement in between starts over, so the headers and the
+        // body always describe one version.
+        let mut attempts = 0;
+        loop {
+            match self.get_once(store, req, key).await {
+                Err(e) if e.status == RACED && attempts < 10 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_once(&self, store: &MemoryStore, req: &Incoming, key: &str) -> Handled {
         let meta = store.head_object(key).await?;
         if let Some(want) = req.header("if-match") {
             let want = want.trim().trim_matches('"');
@@ -864,15 +882,19 @@ impl Emulator {
         let got = if meta.size == 0 {
             None
         } else {
-            Some(
-                store
-                    .get_object(&GetRequest {
-                        key: key.to_string(),
-                        range: range.clone(),
-                        if_match: None,
-                    })
-                    .await?,
-            )
+            let read = store
+                .get_object(&GetRequest {
+                    key: key.to_string(),
+                    range: range.clone(),
+                    if_match: Some(meta.etag.clone()),
+                })
+                .await;
+            match read {
+                Err(StoreError::PreconditionFailed(_)) | Err(StoreError::NoSuchKey { .. }) => {
+                    return Err(fail(RACED, "Raced", "replaced during the read"));
+                }
+                other => Some(other?),
+            }
         };
         let body = got.as_ref().map(|g| g.body.clone()).unwrap_or_default();
         let mut out = Outgoing::ok();

@@ -328,10 +328,15 @@ pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitS
 }
 
 /// Polls `done` until it holds or [`DEADLINE`] passes.
-pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    wait_until_within(what, DEADLINE, done);
+}
+
+/// Polls `done` until it holds or `deadline` passes.
+pub fn wait_until_within(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

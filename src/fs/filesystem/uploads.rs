@@ -251,7 +251,7 @@ impl BucketFs {
                 return;
             }
             for (ino, file) in writes.all() {
-                if file.has_pending() && !file.with(|st| st.unlinked) {
+                if file.has_unstaged() || file.has_pending() {
                     let _ = self.stage(&file, Some(ino));
                 }
             }

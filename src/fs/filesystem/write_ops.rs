@@ -258,8 +258,30 @@ impl BucketFs {
     }
 
     /// Reads `offset..offset+len` of a dirty file: staged bytes from disk,
-    /// the rest from its base object (pinned to the base's ETag).
+    /// the rest from its base object (pinned to the base's ETag). The
+    /// file's own upload may replace the base between the choice of pieces
+    /// and the read (ESTALE): then the read waits for that upload to end
+    /// and starts again over the new base.
     pub(super) async fn read_staged(
+        &self,
+        file: &Arc<DirtyFile>,
+        base_reader: Option<&parking_lot::Mutex<Option<Arc<FileReader>>>>,
+        offset: u64,
+        len: u32,
+    ) -> FsResult<Bytes> {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match self.read_staged_once(file, base_reader, offset, len).await {
+                Err(libc::ESTALE) if attempt < ATTEMPTS => {
+                    drop(file.upload_lock.lock().await);
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn read_staged_once(
         &self,
         file: &Arc<DirtyFile>,
         base_reader: Option<&parking_lot::Mutex<Option<Arc<FileReader>>>>,
@@ -483,7 +505,7 @@ impl BucketFs {
                 st.handles
             });
             if handles == 0 {
-                if file.has_pending() {
+                if file.has_unstaged() {
                     // Written through a handle that was never flushed
                     // (cannot happen through the kernel, which flushes on
                     // close): stage it anyway.

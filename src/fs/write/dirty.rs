@@ -29,6 +29,12 @@
 //!    staging area before they are written, and given back when truncated
 //!    away or when the file is removed; a write that cannot be staged fails
 //!    whole with ENOSPC and changes nothing.
+//! 5. **What is owed.** An upload covers the generation the last close or
+//!    fsync staged (journaled), not every write: a file written on through
+//!    another descriptor after a `close` (`dd` closes a duplicate at once)
+//!    is not uploaded again and again while it grows. The snapshot may hold
+//!    newer bytes than that generation; they are uploaded again after the
+//!    next close.
 //! 4. **Mtime.** Writes do not make the metadata dirty: the object's
 //!    Last-Modified is its mtime. An explicit mtime (utimens) is metadata;
 //!    a write after it drops it (the file was modified later), which is a
@@ -387,6 +393,14 @@ impl DirtyFile {
         })
     }
 
+    /// What a close does, for tests: stage the current generation, then
+    /// start its upload.
+    #[cfg(test)]
+    pub fn stage_and_begin(&self) -> Option<Snapshot> {
+        let _ = self.journal_record();
+        self.begin_upload()
+    }
+
     /// The journal write of the last record failed: write it again next
     /// time.
     pub fn journal_failed(&self) {
@@ -406,7 +420,9 @@ impl DirtyFile {
     pub fn begin_upload(&self) -> Option<Snapshot> {
         let mut st = self.state.lock();
         let uploaded = self.progress.borrow().uploaded;
-        if st.unlinked || st.inflight.is_some() || st.generation <= uploaded {
+        // Only what a close (or fsync) staged is owed: writes since then
+        // wait for the next one (subtle case 5).
+        if st.unlinked || st.inflight.is_some() || st.journaled <= uploaded {
             return None;
         }
         st.inflight = Some(Inflight {
@@ -516,17 +532,24 @@ impl DirtyFile {
     /// work arrived meanwhile (the task goes on), else the task ends.
     pub fn release_task(&self) -> bool {
         let mut st = self.state.lock();
-        let pending = !st.unlinked && st.generation > self.progress.borrow().uploaded;
+        let pending = !st.unlinked && st.journaled > self.progress.borrow().uploaded;
         if !pending {
             st.task_running = false;
         }
         pending
     }
 
-    /// Whether a generation awaits upload (and the file is not unlinked).
+    /// Whether a staged generation awaits upload (and the file is not
+    /// unlinked).
     pub fn has_pending(&self) -> bool {
         let st = self.state.lock();
-        !st.unlinked && st.generation > self.progress.borrow().uploaded
+        !st.unlinked && st.journaled > self.progress.borrow().uploaded
+    }
+
+    /// Whether changes were made that no close or fsync staged yet.
+    pub fn has_unstaged(&self) -> bool {
+        let st = self.state.lock();
+        !st.unlinked && st.generation > st.journaled
     }
 
     /// The next part to stream, if the file is being written front to back
@@ -665,7 +688,7 @@ mod tests {
         f.write(&a, 12, b"z").unwrap();
         assert_eq!(read(&f, 8, 100), b"BB\0\0z");
         assert_eq!(f.size(), 13);
-        let snap = f.begin_upload().unwrap();
+        let snap = f.stage_and_begin().unwrap();
         assert_eq!(snap.plan.dirty, vec![2..4, 10..13]);
         assert_eq!(snap.plan.base_valid, 10);
         let _ = std::fs::remove_dir_all(&dir);
@@ -683,7 +706,7 @@ mod tests {
         f.truncate(&a, 4).unwrap();
         f.truncate(&a, 6).unwrap();
         assert_eq!(read(&f, 0, 100), b"BBBB\0\0");
-        let snap = f.begin_upload().unwrap();
+        let snap = f.stage_and_begin().unwrap();
         assert_eq!((snap.plan.base_valid, snap.plan.dirty), (4, vec![4..6]));
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -693,8 +716,8 @@ mod tests {
         let (a, dir) = area("during");
         let f = file(&a, None, true);
         f.write(&a, 0, b"hello").unwrap();
-        let snap = f.begin_upload().unwrap();
-        assert!(f.begin_upload().is_none(), "one upload at a time");
+        let snap = f.stage_and_begin().unwrap();
+        assert!(f.stage_and_begin().is_none(), "one upload at a time");
         f.write(&a, 5, b" world").unwrap();
         f.finish_upload(
             snap.generation,
@@ -705,7 +728,7 @@ mod tests {
             },
         );
         assert!(!f.is_clean());
-        let next = f.begin_upload().unwrap();
+        let next = f.stage_and_begin().unwrap();
         assert_eq!(next.plan.base.as_ref().unwrap().etag, "new");
         assert_eq!(
             (next.plan.base_valid, next.plan.dirty.clone()),
@@ -714,7 +737,7 @@ mod tests {
         assert_eq!(read(&f, 0, 100), b"hello world");
         // A failure keeps everything; a retry covers it all again.
         f.fail_upload(next.generation, libc::EIO);
-        let again = f.begin_upload().unwrap();
+        let again = f.stage_and_begin().unwrap();
         assert_eq!(again.plan.dirty, vec![5..11]);
         f.finish_upload(
             again.generation,
@@ -754,10 +777,10 @@ mod tests {
         let f = std::sync::Arc::new(file(&a, None, true));
         f.write(&a, 0, b"x").unwrap();
         let g = f.generation();
-        let snap = f.begin_upload().unwrap();
+        let snap = f.stage_and_begin().unwrap();
         f.fail_upload(snap.generation, libc::EACCES);
         assert_eq!(f.wait_uploaded(g).await, Err(libc::EACCES));
-        let snap = f.begin_upload().unwrap();
+        let snap = f.stage_and_begin().unwrap();
         let waiter = {
             let f = f.clone();
             tokio::spawn(async move { f.wait_uploaded(g).await })

@@ -31,8 +31,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use tokio::sync::{OnceCell, watch};
 
-/// Parts of one file uploading at once (subtle case 4).
-pub const MAX_PARTS_IN_FLIGHT: usize = 4;
+/// Parts of one file uploading at once (subtle case 4): the default
+/// `upload_concurrency`, so one large file can use the whole pipeline.
+pub const MAX_PARTS_IN_FLIGHT: usize = 8;
 
 /// The size of part `number` (1-based) for a preferred `part_size`.
 pub fn part_len(part_size: u64, number: u32) -> u64 {

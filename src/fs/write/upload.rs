@@ -157,11 +157,19 @@ impl Uploader {
         part: StreamPart,
         upload_id: Arc<tokio::sync::OnceCell<String>>,
     ) {
-        let result = self.stream_part(file, &part, &upload_id).await;
-        if let Err(e) = &result {
-            tracing::warn!(key = %file.key(), part = part.number, "streamed part failed; the file will be uploaded whole at close: {e}");
+        let mut part = part;
+        loop {
+            let result = self.stream_part(file, &part, &upload_id).await;
+            if let Err(e) = &result {
+                tracing::warn!(key = %file.key(), part = part.number, "streamed part failed; the file will be uploaded whole at close: {e}");
+            }
+            file.with_stream(|s| s.part_ended(result.map_err(|_| ())));
+            // Keep the pipeline busy without waiting for the next write.
+            match file.next_stream_part(self.limits.part_size) {
+                Some((next, _)) => part = next,
+                None => return,
+            }
         }
-        file.with_stream(|s| s.part_ended(result.map_err(|_| ())));
     }
 
     async fn stream_part(
@@ -255,24 +263,13 @@ impl Uploader {
         upload_id: &str,
     ) -> StoreResult<BaseObject> {
         let mut parts: Vec<CompletedPart> = stream.done.values().cloned().collect();
-        for tail in stream.tail(snap.plan.size, self.limits.part_size) {
-            let _permit = self
-                .parts
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
-            let body = self.content(file, snap, tail.range.clone()).await?;
-            parts.push(
-                self.store
-                    .upload_part(&UploadPartRequest {
-                        key: snap.key.clone(),
-                        upload_id: upload_id.to_string(),
-                        part_number: tail.number,
-                        body,
-                    })
-                    .await?,
-            );
-        }
+        let tail: Vec<(u32, Part)> = stream
+            .tail(snap.plan.size, self.limits.part_size)
+            .into_iter()
+            .map(|p| (p.number, Part::Upload(p.range)))
+            .collect();
+        parts.extend(self.run_parts(file, snap, &tail, upload_id).await?);
+        parts.sort_by_key(|p| p.part_number);
         let put = self
             .store
             .complete_multipart_upload(&CompleteMultipartRequest {
@@ -392,9 +389,25 @@ impl Uploader {
         parts: &[Part],
         upload_id: &str,
     ) -> StoreResult<Vec<CompletedPart>> {
+        let numbered: Vec<(u32, Part)> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u32 + 1, p.clone()))
+            .collect();
+        self.run_parts(file, snap, &numbered, upload_id).await
+    }
+
+    /// Uploads (or copies) the numbered `parts`; returns them in order.
+    async fn run_parts(
+        &self,
+        file: &Arc<DirtyFile>,
+        snap: &Snapshot,
+        parts: &[(u32, Part)],
+        upload_id: &str,
+    ) -> StoreResult<Vec<CompletedPart>> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut done = Vec::with_capacity(parts.len());
-        for (i, part) in parts.iter().enumerate() {
+        for (number, part) in parts {
             let permit = self
                 .parts
                 .clone()
@@ -405,7 +418,7 @@ impl Uploader {
                 store: self.store.clone(),
                 key: snap.key.clone(),
                 upload_id: upload_id.to_string(),
-                part_number: i as u32 + 1,
+                part_number: *number,
                 part: part.clone(),
                 base_etag: snap.plan.base.as_ref().map(|b| b.etag.clone()),
             };
@@ -645,7 +658,7 @@ mod tests {
         }
 
         async fn upload(&self, f: &Arc<DirtyFile>) -> BaseObject {
-            let snap = f.begin_upload().unwrap();
+            let snap = f.stage_and_begin().unwrap();
             let base = self.uploader.upload(f, &snap).await.unwrap();
             f.finish_upload(snap.generation, base.clone());
             base
@@ -754,7 +767,7 @@ mod tests {
         let f = fx.file("r", Some(base), false);
         f.write(&fx.staging, 0, b"x").unwrap();
         fx.put("r", pattern(MIB, 2)).await;
-        let snap = f.begin_upload().unwrap();
+        let snap = f.stage_and_begin().unwrap();
         let err = fx.uploader.upload(&f, &snap).await.unwrap_err();
         assert!(matches!(err, StoreError::PreconditionFailed(_)), "{err:?}");
     }
@@ -795,7 +808,7 @@ mod tests {
         ));
         f.write(&staging, 5, b"hello").unwrap();
         f.truncate(&staging, 10 * MIB).unwrap();
-        let snap = f.begin_upload().unwrap();
+        let snap = f.stage_and_begin().unwrap();
         uploader.upload(&f, &snap).await.unwrap();
         assert_eq!(store.calls(Operation::UploadPart), 0);
         assert_eq!(store.calls(Operation::PutObject), 1, "only the setup put");
