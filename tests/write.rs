@@ -611,6 +611,97 @@ fn mv_of_a_directory_of_a_thousand_files() {
     unmount(m);
 }
 
+#[test]
+fn native_operations_of_pfs_and_hierarchical_buckets() {
+    // OBS parallel file system: a small write into a large object is a
+    // modify at its offset; nothing is uploaded again or copied.
+    let emu = Emu::start_bucket(Provider::Obs, "pfs");
+    let m = emu.mount("", &[]);
+    let mut data = random_bytes(20 * MIB, 51);
+    fs::write(m.path("pfs.bin"), &data).unwrap();
+    wait_stored(&emu, "pfs.bin", &data);
+    emu.reset_stats();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(m.path("pfs.bin"))
+        .unwrap();
+    f.write_all_at(b"in place", 12 * MIB as u64).unwrap();
+    drop(f);
+    data[12 * MIB..12 * MIB + 8].copy_from_slice(b"in place");
+    wait_stored(&emu, "pfs.bin", &data);
+    assert!(emu.requests("ModifyObject") >= 1);
+    assert_eq!(uploaded_bytes(&emu), 8, "only the changed bytes travel");
+    fs::rename(m.path("pfs.bin"), m.path("renamed.bin")).unwrap();
+    assert!(emu.requests("RenameObject") >= 1 && emu.requests("CopyObject") == 0);
+    wait_stored(&emu, "renamed.bin", &data);
+    unmount(m);
+
+    // OSS hierarchical namespace: renames are native, files and
+    // directories alike.
+    let emu = Emu::start_bucket(Provider::Oss, "hns");
+    emu.put("d/a", &b"a"[..], &[]);
+    emu.put("d/sub/b", &b"b"[..], &[]);
+    emu.put("f", &b"f"[..], &[]);
+    let m = emu.mount("", &[]);
+    fs::rename(m.path("f"), m.path("g")).unwrap();
+    fs::rename(m.path("d"), m.path("e")).unwrap();
+    assert_eq!(emu.requests("CopyObject"), 0);
+    assert!(emu.requests("RenameObject") >= 2);
+    assert_eq!(fs::read(m.path("e/sub/b")).unwrap(), b"b");
+    assert_eq!(stored(&emu, "g").as_deref(), Some(&b"f"[..]));
+    assert!(stored(&emu, "d/a").is_none() && stored(&emu, "e/a").is_some());
+    unmount(m);
+}
+
+#[test]
+fn failed_uploads_are_retried_and_fsync_reports_them() {
+    use bucketfs::emulator::faults::FaultRule;
+    let emu = Emu::start(Provider::S3);
+    let m = emu.mount("", &[]);
+    // Every attempt of the first upload fails (the client tries 6 times).
+    emu.emu
+        .faults
+        .add(vec![FaultRule::parse("PutObject:500:next=6").unwrap()]);
+    let mut f = File::create(m.path("retried")).unwrap();
+    f.write_all(b"keep me").unwrap();
+    let err = f.sync_all().expect_err("fsync reports the failed upload");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(f);
+    // The data stays staged and the next attempt lands it.
+    wait_until_within("the retried upload", Duration::from_secs(60), || {
+        stored(&emu, "retried").as_deref() == Some(&b"keep me"[..])
+    });
+    unmount(m);
+}
+
+#[test]
+fn sync_close_and_the_staging_limit() {
+    let emu = Emu::start(Provider::S3);
+    // close waits for the upload.
+    let m = emu.mount("", &["sync_close"]);
+    fs::write(m.path("now"), b"visible at close").unwrap();
+    assert_eq!(
+        stored(&emu, "now").as_deref(),
+        Some(&b"visible at close"[..])
+    );
+    unmount(m);
+
+    // A write past the staging limit fails whole with ENOSPC; what was
+    // staged before is untouched and uploaded.
+    let m = emu.mount("", &["staging_max=1M", "sync_close"]);
+    let small = random_bytes(MIB / 2, 61);
+    fs::write(m.path("fits"), &small).unwrap();
+    let mut big = File::create(m.path("too-big")).unwrap();
+    let err = big
+        .write_all(&random_bytes(2 * MIB, 62))
+        .expect_err("over the limit");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    drop(big);
+    assert!(read(&m, "fits") == small);
+    assert_eq!(stored(&emu, "fits"), Some(small));
+    unmount(m);
+}
+
 // ---------------------------------------------------------------------------
 // Crash safety
 

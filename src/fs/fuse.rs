@@ -17,9 +17,6 @@
 //!    mount with `-o ro` is mounted read-only, so the kernel refuses them
 //!    with EROFS first. `link` is EPERM (an object store has no hard
 //!    links) and `mknod` of anything but a regular file EPERM.
-//! 6. **A bug must not end the mount.** A panic while a request is handled
-//!    on a FUSE thread is caught and logged, and the request fails with
-//!    EIO; uncaught, it would end the session and leave a dead mount.
 //! 5. **Direct I/O by default.** Files are opened with `FOPEN_DIRECT_IO`:
 //!    every read comes here and is served from the block cache, so file
 //!    data is cached once, in memory bounded by `cache_size`, instead of a
@@ -31,6 +28,9 @@
 //!    shared mappings of such files (ENODEV). With `-o kernel_cache` the
 //!    page cache is used instead, and kept across opens of an unchanged
 //!    object (filesystem.rs, subtle case 6).
+//! 6. **A bug must not end the mount.** A panic while a request is handled
+//!    on a FUSE thread is caught and logged, and the request fails with
+//!    EIO; uncaught, it would end the session and leave a dead mount.
 
 use crate::fs::filesystem::{BucketFs, Entry, SetAttr};
 use crate::fs::namespace::{EntryAttr, EntryKind};

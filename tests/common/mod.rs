@@ -85,6 +85,16 @@ pub struct Emu {
 
 impl Emu {
     pub fn start(provider: Provider) -> Emu {
+        Emu::start_bucket(provider, "")
+    }
+
+    /// An emulator whose bucket has a type: `kind` is `hns` (OSS
+    /// hierarchical namespace) or `pfs` (OBS parallel file system).
+    pub fn start_bucket(provider: Provider, kind: &str) -> Emu {
+        let spec = match kind {
+            "" => bucket_name(provider).to_string(),
+            kind => format!("{}:{kind}", bucket_name(provider)),
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -94,7 +104,7 @@ impl Emu {
             .block_on(emulator::start(EmulatorConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 provider,
-                buckets: vec![BucketSpec::parse(bucket_name(provider)).unwrap()],
+                buckets: vec![BucketSpec::parse(&spec).unwrap()],
                 credentials: Credentials::new(AK, SK),
                 faults: Vec::new(),
                 seed: 1,

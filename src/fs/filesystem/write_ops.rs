@@ -62,6 +62,17 @@ const RENAME_PARALLELISM: usize = 16;
 /// Most bytes of user metadata S3 accepts on an object.
 const USER_METADATA_MAX: usize = 2048;
 
+/// A directory or symlink to create (see `BucketFs::put_entry`).
+struct NewEntry {
+    /// `/` for a directory marker.
+    suffix: &'static str,
+    body: Bytes,
+    kind: EntryKind,
+    perm: u32,
+    uid: u32,
+    gid: u32,
+}
+
 /// Changes asked by setattr.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SetAttr {
@@ -709,38 +720,15 @@ impl BucketFs {
         uid: u32,
         gid: u32,
     ) -> FsResult<Entry> {
-        self.writes()?;
-        let dir = self.checked_child_dir(parent, name)?;
-        let key = format!("{}{name}/", dir.key);
-        let meta = FileMeta {
-            mode: libc::S_IFDIR | (mode & 0o7777),
-            uid,
-            gid,
-            ..FileMeta::default()
-        };
-        let put = self
-            .store
-            .put_object(&PutRequest {
-                key: key.clone(),
-                body: Bytes::new(),
-                attributes: ObjectAttributes {
-                    content_type: None,
-                    metadata: to_metadata(&meta),
-                },
-            })
-            .await
-            .map_err(|e| self.fail(&format!("mkdir {key:?}"), e))?;
-        self.names_changed(&dir.key, &key);
-        let attr = EntryAttr {
+        let new = NewEntry {
+            suffix: "/",
+            body: Bytes::new(),
             kind: EntryKind::Directory,
-            size: 0,
-            mtime: SystemTime::now(),
             perm: mode & 0o7777,
             uid,
             gid,
-            etag: Some(put.etag),
         };
-        Ok(self.bind(parent, name, key, attr, AttrSource::Head, false))
+        self.put_entry(parent, name, new).await
     }
 
     /// symlink, stored the s3fs way: body = target, mode with S_IFLNK.
@@ -752,35 +740,53 @@ impl BucketFs {
         uid: u32,
         gid: u32,
     ) -> FsResult<Entry> {
-        self.writes()?;
-        let dir = self.checked_child_dir(parent, name)?;
-        let key = format!("{}{name}", dir.key);
-        let meta = FileMeta {
-            mode: libc::S_IFLNK | 0o777,
+        let new = NewEntry {
+            suffix: "",
+            body: Bytes::copy_from_slice(target.as_bytes()),
+            kind: EntryKind::Symlink,
+            perm: 0o777,
             uid,
             gid,
+        };
+        self.put_entry(parent, name, new).await
+    }
+
+    /// Creates the object of a new directory or symlink as `name` in
+    /// `parent`, with its s3fs metadata, and binds it.
+    async fn put_entry(&self, parent: u64, name: &str, new: NewEntry) -> FsResult<Entry> {
+        self.writes()?;
+        let dir = self.checked_child_dir(parent, name)?;
+        let key = format!("{}{name}{}", dir.key, new.suffix);
+        let meta = FileMeta {
+            mode: type_bits(new.kind) | new.perm,
+            uid: new.uid,
+            gid: new.gid,
             ..FileMeta::default()
+        };
+        let size = match new.kind {
+            EntryKind::Directory => 0,
+            _ => new.body.len() as u64,
         };
         let put = self
             .store
             .put_object(&PutRequest {
                 key: key.clone(),
-                body: Bytes::copy_from_slice(target.as_bytes()),
+                body: new.body,
                 attributes: ObjectAttributes {
                     content_type: None,
                     metadata: to_metadata(&meta),
                 },
             })
             .await
-            .map_err(|e| self.fail(&format!("symlink {key:?}"), e))?;
+            .map_err(|e| self.fail(&format!("creating {key:?}"), e))?;
         self.names_changed(&dir.key, &key);
         let attr = EntryAttr {
-            kind: EntryKind::Symlink,
-            size: target.len() as u64,
+            kind: new.kind,
+            size,
             mtime: SystemTime::now(),
-            perm: 0o777,
-            uid,
-            gid,
+            perm: new.perm,
+            uid: new.uid,
+            gid: new.gid,
             etag: Some(put.etag),
         };
         Ok(self.bind(parent, name, key, attr, AttrSource::Head, false))

@@ -29,16 +29,16 @@
 //!    staging area before they are written, and given back when truncated
 //!    away or when the file is removed; a write that cannot be staged fails
 //!    whole with ENOSPC and changes nothing.
+//! 4. **Mtime.** Writes do not make the metadata dirty: the object's
+//!    Last-Modified is its mtime. An explicit mtime (utimens) is metadata;
+//!    a write after it drops it (the file was modified later), which is a
+//!    metadata change when the base carried an `mtime` header.
 //! 5. **What is owed.** An upload covers the generation the last close or
 //!    fsync staged (journaled), not every write: a file written on through
 //!    another descriptor after a `close` (`dd` closes a duplicate at once)
 //!    is not uploaded again and again while it grows. The snapshot may hold
 //!    newer bytes than that generation; they are uploaded again after the
 //!    next close.
-//! 4. **Mtime.** Writes do not make the metadata dirty: the object's
-//!    Last-Modified is its mtime. An explicit mtime (utimens) is metadata;
-//!    a write after it drops it (the file was modified later), which is a
-//!    metadata change when the base carried an `mtime` header.
 
 use crate::fs::write::plan::Snapshot as PlanSnapshot;
 use crate::fs::write::stream::{Stream, StreamPart};
@@ -169,66 +169,41 @@ impl DirtyFile {
             base.as_ref().map_or(0, |b| b.size)
         };
         let created = base.is_none() || truncate;
-        DirtyFile {
-            id,
-            file,
-            state: Mutex::new(DirtyState {
-                key,
-                size,
-                base_valid: size,
-                base,
-                base_has_mtime,
-                dirty: RangeSet::new(),
-                local: RangeSet::new(),
-                meta,
-                meta_changed: false,
-                mtime: SystemTime::now(),
-                // A new or emptied file must be uploaded even if nothing
-                // is written to it.
-                generation: u64::from(created),
-                journaled: 0,
-                inflight: None,
-                claimed: 0,
-                handles: 0,
-                unlinked: false,
-                task_running: false,
-            }),
-            progress: watch::Sender::new(Progress::default()),
-            upload_lock: tokio::sync::Mutex::new(()),
-            stream: Mutex::new(None),
-        }
+        let mut st = DirtyState::empty(key, meta);
+        st.size = size;
+        st.base_valid = size;
+        st.base = base;
+        st.base_has_mtime = base_has_mtime;
+        // A new or emptied file must be uploaded even if nothing is
+        // written to it.
+        st.generation = u64::from(created);
+        DirtyFile::with_state(id, file, st)
     }
 
     /// A dirty file rebuilt from its journal record after a restart.
     pub fn recover(file: File, staged: StagedState) -> DirtyFile {
-        let mut dirty = RangeSet::new();
+        let mut st = DirtyState::empty(staged.key, staged.meta);
         for &(s, e) in &staged.dirty {
             if s < e {
-                dirty.insert(s..e);
+                st.dirty.insert(s..e);
             }
         }
+        st.local = st.dirty.clone();
+        st.claimed = total(&st.dirty);
+        st.size = staged.size;
+        st.base = staged.base;
+        st.base_valid = staged.base_valid;
+        st.meta_changed = true;
+        st.generation = staged.generation;
+        st.journaled = staged.generation;
+        DirtyFile::with_state(staged.id, file, st)
+    }
+
+    fn with_state(id: u64, file: File, state: DirtyState) -> DirtyFile {
         DirtyFile {
-            id: staged.id,
+            id,
             file,
-            state: Mutex::new(DirtyState {
-                key: staged.key,
-                size: staged.size,
-                base: staged.base,
-                base_valid: staged.base_valid,
-                base_has_mtime: false,
-                local: dirty.clone(),
-                claimed: total(&dirty),
-                dirty,
-                meta: staged.meta,
-                meta_changed: true,
-                mtime: SystemTime::now(),
-                generation: staged.generation,
-                journaled: staged.generation,
-                inflight: None,
-                handles: 0,
-                unlinked: false,
-                task_running: false,
-            }),
+            state: Mutex::new(state),
             progress: watch::Sender::new(Progress::default()),
             upload_lock: tokio::sync::Mutex::new(()),
             stream: Mutex::new(None),
@@ -596,6 +571,29 @@ impl DirtyFile {
 }
 
 impl DirtyState {
+    /// An empty file at `key` with `meta` and no base.
+    fn empty(key: String, meta: FileMeta) -> DirtyState {
+        DirtyState {
+            key,
+            size: 0,
+            base: None,
+            base_valid: 0,
+            base_has_mtime: false,
+            dirty: RangeSet::new(),
+            local: RangeSet::new(),
+            meta,
+            meta_changed: false,
+            mtime: SystemTime::now(),
+            generation: 0,
+            journaled: 0,
+            inflight: None,
+            claimed: 0,
+            handles: 0,
+            unlinked: false,
+            task_running: false,
+        }
+    }
+
     /// `range` now holds new bytes in the staging file.
     fn mark(&mut self, range: Range<u64>) {
         if range.is_empty() {
