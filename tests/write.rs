@@ -702,12 +702,65 @@ fn sync_close_and_the_staging_limit() {
     unmount(m);
 }
 
+/// A small tmpfs mounted for a test (root only), unmounted on drop.
+struct SmallDisk(Scratch);
+
+impl SmallDisk {
+    fn new(name: &str, size: &str) -> SmallDisk {
+        let dir = Scratch::new(name);
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir.0)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs at {}", dir.0.display());
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0.0).status();
+    }
+}
+
+#[test]
+fn a_full_staging_disk_gives_enospc_and_keeps_what_was_staged() {
+    let emu = Emu::start(Provider::S3);
+    let disk = SmallDisk::new("full-disk", "8m");
+    // Uploads stall, so staged files stay on the small disk.
+    emu.emu.faults.add(vec![
+        bucketfs::emulator::faults::FaultRule::parse("PutObject:delay=4000").unwrap(),
+    ]);
+    let m = emu.mount("", &[&format!("cache_dir={}", disk.0.0.display())]);
+    let first = random_bytes(3 * MIB, 71);
+    fs::write(m.path("first"), &first).unwrap();
+    let mut second = File::create(m.path("second")).unwrap();
+    let mut written = 0;
+    let err = loop {
+        match second.write_all(&random_bytes(MIB, 72)) {
+            Ok(()) => written += MIB,
+            Err(e) => break e,
+        }
+        assert!(written < 16 * MIB, "an 8 MiB disk took {written} bytes");
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    drop(second);
+    assert!(
+        read(&m, "first") == first,
+        "what was staged before is intact"
+    );
+    emu.emu.faults.clear();
+    wait_stored(&emu, "first", &first);
+    unmount(m);
+}
+
 // ---------------------------------------------------------------------------
 // Crash safety
 
 #[test]
 fn a_killed_daemon_loses_nothing_that_close_returned_for() {
-    for provider in [Provider::S3, Provider::Oss] {
+    for provider in [Provider::S3, Provider::Oss, Provider::Obs, Provider::Cos] {
         let emu = Emu::start(provider);
         let cache = Scratch::new(&format!("crash-{}", provider.name()));
         let cache_opt = format!("cache_dir={}", cache.0.display());

@@ -223,6 +223,9 @@ impl fuser::Filesystem for FuseAdapter {
         // Subtle case 5: shared mmap of direct-I/O files, and large direct
         // reads split into requests that run in parallel.
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // O_TRUNC arrives with the open, instead of as a separate setattr
+        // that would stage (and upload) an empty file first.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
         if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
             let _ = config.set_max_readahead(max);
