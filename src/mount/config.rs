@@ -68,13 +68,13 @@
 //!     `..` components are refused: they cannot be path components and URL
 //!     normalisation would resolve them into another prefix.
 
+use crate::mount::credentials::{self, CredentialOptions, CredentialSource, Places};
 use crate::store::Provider;
 use crate::store::credentials::Credentials;
 use crate::store::dialect::Dialect;
 use crate::store::http::HttpStoreConfig;
 use crate::store::sign::SignatureVersion;
 use std::fmt;
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -183,12 +183,16 @@ pub enum ConfigError {
     },
     /// No credentials anywhere.
     #[error(
-        "no credentials for {provider}://: set {vars} in the environment, or use credentials_file=PATH"
+        "no credentials for {provider}://: set {vars} in the environment, use credentials_file=PATH, or write {passwd} (mode 600)"
     )]
     MissingCredentials {
         provider: &'static str,
         vars: String,
+        passwd: String,
     },
+    /// `credential_process=` failed or printed something unusable.
+    #[error("credential_process: {reason}")]
+    CredentialProcess { reason: String },
     /// One variable of a credentials pair is set, its partner is not.
     #[error("{set} is set but {missing} is not: set both, or unset {set}")]
     PartialCredentials {
@@ -448,6 +452,22 @@ pub struct MountOptions {
     /// `upload_concurrency=N`: part-sized requests uploading at once,
     /// mount-wide. Default 8.
     pub upload_concurrency: usize,
+    /// `credential_process=COMMAND`: a command printing temporary
+    /// credentials (AWS CLI JSON), run again before they expire.
+    pub credential_process: Option<String>,
+    /// `profile=NAME`: the AWS shared-files profile (s3:// only).
+    pub profile: Option<String>,
+    /// `log_file=PATH`: where a detached daemon logs (default: the journal
+    /// when there is one, else nowhere).
+    pub log_file: Option<PathBuf>,
+    /// `log_level=error|warn|info|debug|trace` (default info); `RUST_LOG`
+    /// overrides it.
+    pub log_level: Option<String>,
+    /// `dev`/`nodev`, `suid`/`nosuid`, `exec`/`noexec` as mount(8) means
+    /// them; `None` keeps the default (nodev, nosuid, exec).
+    pub dev: Option<bool>,
+    pub suid: Option<bool>,
+    pub exec: Option<bool>,
     /// `credentials_file=PATH`, made absolute (the daemon may change
     /// directory). Default: none, the environment is used.
     pub credentials_file: Option<PathBuf>,
@@ -487,6 +507,13 @@ impl Default for MountOptions {
             staging_max: None,
             sync_close: false,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            credential_process: None,
+            profile: None,
+            log_file: None,
+            log_level: None,
+            dev: None,
+            suid: None,
+            exec: None,
             credentials_file: None,
             foreground: false,
             ignored: Vec::new(),
@@ -571,7 +598,32 @@ impl MountOptions {
                 "attr_ttl" => o.attr_ttl = parse_duration(need()?).map_err(bad)?,
                 "dir_ttl" => o.dir_ttl = parse_duration(need()?).map_err(bad)?,
                 "negative_ttl" => o.negative_ttl = parse_duration(need()?).map_err(bad)?,
-                "credentials_file" => {
+                "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {
+                    flag()?;
+                    let on = Some(!name.starts_with("no"));
+                    match name.trim_start_matches("no") {
+                        "dev" => o.dev = on,
+                        "suid" => o.suid = on,
+                        _ => o.exec = on,
+                    }
+                }
+                "credential_process" => o.credential_process = Some(need()?.to_string()),
+                "profile" => o.profile = Some(need()?.to_string()),
+                "log_level" => {
+                    let level = need()?.to_ascii_lowercase();
+                    if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+                        return Err(bad("must be error, warn, info, debug or trace".into()));
+                    }
+                    o.log_level = Some(level);
+                }
+                "log_file" => {
+                    let path = Path::new(need()?);
+                    o.log_file = Some(std::path::absolute(path).map_err(|e| {
+                        bad(format!("cannot make {} absolute: {e}", path.display()))
+                    })?);
+                }
+                // s3fs's name for it.
+                "credentials_file" | "passwd_file" => {
                     let path = Path::new(need()?);
                     o.credentials_file = Some(std::path::absolute(path).map_err(|e| {
                         bad(format!("cannot make {} absolute: {e}", path.display()))
@@ -702,9 +754,7 @@ fn carries_secret(lower_name: &str) -> bool {
 fn hint_for(name: &str) -> String {
     let ours = match name {
         "url" | "host" => "endpoint=URL",
-        "passwd_file" | "profile" => {
-            "credentials_file=PATH (lines access_key_id=..., secret_access_key=...)"
-        }
+        "aws_profile" => "profile=NAME",
         "use_path_request_style" | "force_path_style" => "path_style",
         "sigv2" | "sigv4" | "signature_version" => "signature=v2 or signature=v4",
         "stat_cache_expire" | "metadata_ttl" => "attr_ttl=DURATION",
@@ -1016,230 +1066,6 @@ fn is_ip_or_localhost(host: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// Credentials
-
-/// One set of environment variables for one identity.
-struct EnvSet {
-    id: &'static str,
-    secret: &'static str,
-    token: &'static str,
-}
-
-/// The provider's variables, in the order they are tried (case 8).
-fn env_sets(provider: Provider) -> &'static [EnvSet] {
-    match provider {
-        Provider::S3 => &[EnvSet {
-            id: "AWS_ACCESS_KEY_ID",
-            secret: "AWS_SECRET_ACCESS_KEY",
-            token: "AWS_SESSION_TOKEN",
-        }],
-        Provider::Oss => &[
-            EnvSet {
-                id: "OSS_ACCESS_KEY_ID",
-                secret: "OSS_ACCESS_KEY_SECRET",
-                token: "OSS_SESSION_TOKEN",
-            },
-            // The Alibaba Cloud credentials SDKs' names.
-            EnvSet {
-                id: "ALIBABA_CLOUD_ACCESS_KEY_ID",
-                secret: "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                token: "ALIBABA_CLOUD_SECURITY_TOKEN",
-            },
-        ],
-        Provider::Obs => &[
-            EnvSet {
-                id: "OBS_ACCESS_KEY_ID",
-                secret: "OBS_SECRET_ACCESS_KEY",
-                token: "OBS_SECURITY_TOKEN",
-            },
-            // The Huawei Cloud SDKs' and KooCLI's names.
-            EnvSet {
-                id: "HUAWEICLOUD_SDK_AK",
-                secret: "HUAWEICLOUD_SDK_SK",
-                token: "HUAWEICLOUD_SDK_SECURITY_TOKEN",
-            },
-        ],
-        Provider::Cos => &[
-            EnvSet {
-                id: "COS_SECRET_ID",
-                secret: "COS_SECRET_KEY",
-                token: "COS_SESSION_TOKEN",
-            },
-            // The Tencent Cloud SDKs' names.
-            EnvSet {
-                id: "TENCENTCLOUD_SECRET_ID",
-                secret: "TENCENTCLOUD_SECRET_KEY",
-                token: "TENCENTCLOUD_SESSION_TOKEN",
-            },
-        ],
-    }
-}
-
-/// Credentials from the provider's environment variables (case 8).
-pub fn credentials_from_env(
-    provider: Provider,
-    env: EnvLookup,
-) -> Result<Credentials, ConfigError> {
-    // Surrounding whitespace is never part of a key (a pasted newline is).
-    let get = |name: &str| {
-        env(name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    for set in env_sets(provider) {
-        match (get(set.id), get(set.secret)) {
-            (Some(id), Some(secret)) => {
-                let creds = Credentials::new(id, secret);
-                return Ok(match get(set.token) {
-                    Some(token) => creds.with_session_token(token),
-                    None => creds,
-                });
-            }
-            (Some(_), None) => {
-                return Err(ConfigError::PartialCredentials {
-                    set: set.id,
-                    missing: set.secret,
-                });
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::PartialCredentials {
-                    set: set.secret,
-                    missing: set.id,
-                });
-            }
-            (None, None) => {}
-        }
-    }
-    let mut sets = env_sets(provider)
-        .iter()
-        .map(|s| format!("{} and {}", s.id, s.secret));
-    let first = sets.next().unwrap_or_default();
-    let rest: Vec<String> = sets.collect();
-    let vars = if rest.is_empty() {
-        first
-    } else {
-        format!("{first} (or {})", rest.join(", or "))
-    };
-    Err(ConfigError::MissingCredentials {
-        provider: provider.name(),
-        vars,
-    })
-}
-
-/// Reads a credentials file: refused if open to group/others (case 9),
-/// then parsed by [`parse_credentials`].
-pub fn read_credentials_file(path: &Path) -> Result<Credentials, ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = path.display().to_string();
-    let file_err = |reason: String| ConfigError::CredentialsFile {
-        path: shown.clone(),
-        reason,
-    };
-    let mut file = std::fs::File::open(path).map_err(|e| {
-        let tilde = if shown.starts_with('~') {
-            " (`~` is not expanded here; give the full path)"
-        } else {
-            ""
-        };
-        file_err(format!("cannot open: {e}{tilde}"))
-    })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| file_err(format!("cannot stat: {e}")))?;
-    if !meta.is_file() {
-        return Err(file_err("is not a regular file".to_string()));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(ConfigError::CredentialsFileMode {
-            path: shown.clone(),
-            mode,
-        });
-    }
-    let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(|e| file_err(format!("cannot read: {e}")))?;
-    parse_credentials(&text).map_err(file_err)
-}
-
-/// Parses `KEY=VALUE` lines: `access_key_id`, `secret_access_key`, optional
-/// `session_token`; blank lines and `#` comments skipped; values may be
-/// quoted. Errors name the line and key, never a value.
-pub fn parse_credentials(text: &str) -> Result<Credentials, String> {
-    let mut id = None;
-    let mut secret = None;
-    let mut token = None;
-    for (n, line) in text.lines().enumerate() {
-        let n = n + 1;
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            // Likely the s3fs `ACCESS:SECRET` form: do not show it.
-            return Err(format!(
-                "line {n} is not KEY=VALUE (expected access_key_id=, secret_access_key=, session_token=)"
-            ));
-        };
-        let key = key.trim();
-        let value = unquote(value.trim());
-        let slot = match key {
-            "access_key_id" => &mut id,
-            "secret_access_key" => &mut secret,
-            "session_token" => &mut token,
-            _ => {
-                // A key name is not secret, but a line like `AK:SK=x` would
-                // put one in the name; show it only when it is a plain word.
-                let shown = if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    format!(" {key:?}")
-                } else {
-                    String::new()
-                };
-                return Err(format!(
-                    "line {n}: unknown key{shown} (expected access_key_id, secret_access_key, session_token)"
-                ));
-            }
-        };
-        if value.is_empty() {
-            return Err(format!("line {n}: {key} is empty"));
-        }
-        if slot.is_some() {
-            return Err(format!("line {n}: {key} is given twice"));
-        }
-        *slot = Some(value.to_string());
-    }
-    let id = id.ok_or("access_key_id is missing")?;
-    let secret = secret.ok_or("secret_access_key is missing")?;
-    let creds = Credentials::new(id, secret);
-    Ok(match token {
-        Some(t) => creds.with_session_token(t),
-        None => creds,
-    })
-}
-
-fn unquote(value: &str) -> &str {
-    for q in ['"', '\''] {
-        if let Some(inner) = value.strip_prefix(q).and_then(|v| v.strip_suffix(q)) {
-            return inner;
-        }
-    }
-    value
-}
-
-/// Credentials in precedence order: `credentials_file=`, then the
-/// environment.
-pub fn resolve_credentials(
-    provider: Provider,
-    credentials_file: Option<&Path>,
-    env: EnvLookup,
-) -> Result<Credentials, ConfigError> {
-    match credentials_file {
-        Some(path) => read_credentials_file(path),
-        None => credentials_from_env(provider, env),
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The whole configuration
 
 /// Everything a mount needs, resolved. `Debug` shows no secret (the
@@ -1259,6 +1085,10 @@ pub struct MountConfig {
     pub path_style: bool,
     pub signature: SignatureVersion,
     pub credentials: Credentials,
+    /// Where the credentials came from (credentials.rs).
+    pub credential_source: CredentialSource,
+    /// When temporary credentials expire (they are renewed before).
+    pub credentials_expire: Option<std::time::SystemTime>,
 }
 
 impl MountConfig {
@@ -1291,6 +1121,17 @@ impl MountConfig {
         source: Source,
         options: MountOptions,
         env: EnvLookup,
+    ) -> Result<MountConfig, ConfigError> {
+        MountConfig::build_in(source, options, env, &Places::default())
+    }
+
+    /// [`MountConfig::build`] with the system-wide passwd files looked for
+    /// under `places` (tests).
+    pub fn build_in(
+        source: Source,
+        options: MountOptions,
+        env: EnvLookup,
+        places: &Places,
     ) -> Result<MountConfig, ConfigError> {
         let provider = source.provider;
         let pname = provider.name();
@@ -1379,7 +1220,17 @@ impl MountConfig {
                 || (provider == Provider::S3 && scheme == "https" && source.bucket.contains('.'))
         });
 
-        let credentials = resolve_credentials(provider, options.credentials_file.as_deref(), env)?;
+        let found = credentials::resolve(
+            provider,
+            &source.bucket,
+            &CredentialOptions {
+                file: options.credentials_file.clone(),
+                process: options.credential_process.clone(),
+                profile: options.profile.clone(),
+            },
+            env,
+            places,
+        )?;
 
         Ok(MountConfig {
             source,
@@ -1388,7 +1239,9 @@ impl MountConfig {
             region,
             path_style,
             signature,
-            credentials,
+            credentials: found.credentials,
+            credential_source: found.source,
+            credentials_expire: found.expires,
         })
     }
 
@@ -1415,6 +1268,9 @@ impl MountConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mount::credentials::{
+        credentials_from_env, parse_credentials, read_credentials_file,
+    };
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -1831,16 +1687,10 @@ mod tests {
         for (opt, name, hint) in [
             ("bogus", "bogus", ""),
             ("bogus=1", "bogus", ""),
-            ("noexec", "noexec", ""),
             (
                 "use_path_request_style",
                 "use_path_request_style",
                 "(use path_style)",
-            ),
-            (
-                "passwd_file=/etc/passwd-s3fs",
-                "passwd_file",
-                "credentials_file=PATH",
             ),
             ("url=https://x", "url", "(use endpoint=URL)"),
             ("multipart_size=64", "multipart_size", "part_size=SIZE"),
@@ -2403,6 +2253,7 @@ mod tests {
             ),
         ] {
             let got = credentials_from_env(provider, &env_from(env))
+                .map(|c| c.expect("credentials in the environment"))
                 .unwrap_or_else(|e| panic!("{provider:?} {env:?}: {e}"));
             assert_eq!(got, expected, "{provider:?}");
         }
@@ -2444,7 +2295,17 @@ mod tests {
                 "COS_SECRET_ID and COS_SECRET_KEY (or TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY)",
             ),
         ] {
-            let err = credentials_from_env(provider, &env_from(env)).unwrap_err();
+            let nowhere = crate::mount::credentials::Places {
+                etc: std::path::PathBuf::from("/nonexistent/bucketfs-etc"),
+            };
+            let err = crate::mount::credentials::resolve(
+                provider,
+                "bkt",
+                &Default::default(),
+                &env_from(env),
+                &nowhere,
+            )
+            .unwrap_err();
             assert!(
                 matches!(err, ConfigError::MissingCredentials { .. }),
                 "{err:?}"
@@ -2524,7 +2385,7 @@ mod tests {
                 &format!("access_key_id=A\nsecret_access_key={SECRET}\n"),
                 mode,
             );
-            let err = read_credentials_file(&file.0).unwrap_err();
+            let err = read_credentials_file(&file.0, "bkt").unwrap_err();
             let path = file.0.display().to_string();
             assert_eq!(
                 err,
@@ -2544,7 +2405,7 @@ mod tests {
                 mode,
             );
             assert_eq!(
-                read_credentials_file(&file.0).unwrap(),
+                read_credentials_file(&file.0, "bkt").unwrap(),
                 Credentials::new("A", SECRET)
             );
         }
@@ -2591,12 +2452,12 @@ mod tests {
             assert!(!err.contains(SECRET), "{err}");
         }
         let missing = Path::new("/nonexistent/bucketfs/creds");
-        let err = read_credentials_file(missing).unwrap_err();
+        let err = read_credentials_file(missing, "bkt").unwrap_err();
         assert!(err.to_string().contains("cannot open"), "{err}");
-        let err = read_credentials_file(Path::new("~/bucketfs-creds-nope")).unwrap_err();
+        let err = read_credentials_file(Path::new("~/bucketfs-creds-nope"), "bkt").unwrap_err();
         assert!(err.to_string().contains("`~` is not expanded"), "{err}");
         // A directory is refused as such, before its (1777) mode is looked at.
-        let err = read_credentials_file(&std::env::temp_dir()).unwrap_err();
+        let err = read_credentials_file(&std::env::temp_dir(), "bkt").unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 

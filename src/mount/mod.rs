@@ -3,6 +3,7 @@
 //! terminal (`detach`).
 
 pub mod config;
+pub mod credentials;
 pub mod detach;
 pub mod mountpoint;
 pub mod run;
