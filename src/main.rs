@@ -1,16 +1,20 @@
 //! The `bucketfs` command.
 //!
-//! `bucketfs mount` mounts a bucket; `bucketfs emulator` runs the local
-//! object-store server; `bucketfs demo` mounts a sample bucket served by
-//! the emulator (the quick start).
+//! `bucketfs mount` mounts a bucket; `bucketfs stats` shows what a mount
+//! is doing; `bucketfs emulator` runs the local object-store server;
+//! `bucketfs demo` mounts a sample bucket served by the emulator (the quick
+//! start). Started as `mount.bucketfs`, or as `bucketfs SOURCE DIR` by
+//! mount.fuse3, it mounts too (`mount::helper`).
 
 use bucketfs::emulator::{self, EmulatorConfig, faults::FaultRule, handler::BucketSpec};
 use bucketfs::mount::config::{MountConfig, MountOptions, Source, process_env};
 use bucketfs::mount::detach::{ReadyPipe, spawn_detached};
+use bucketfs::mount::helper::{Invocation, normalize};
 use bucketfs::mount::run::{Readiness, Terminal, run_mount};
 use bucketfs::store::Provider;
 use bucketfs::store::credentials::Credentials;
 use clap::{Parser, Subcommand};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -29,6 +33,9 @@ enum Command {
     /// environment variables or -o credentials_file=PATH. Detaches once the
     /// mount is ready unless -f is given.
     Mount(MountArgs),
+    /// Show what a mount is doing: pending uploads, staging and cache use,
+    /// requests and errors per operation.
+    Stats(StatsArgs),
     /// Quick start: serve a sample bucket from the built-in emulator and
     /// mount it (default at $TMPDIR/bucketfs-demo) until Ctrl-C.
     Demo(DemoArgs),
@@ -54,6 +61,18 @@ struct MountArgs {
     /// Stay in the foreground (log to stderr) instead of detaching.
     #[arg(short = 'f', long)]
     foreground: bool,
+    /// Ignore unknown options (mount(8) -s).
+    #[arg(long, hide = true)]
+    sloppy: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct StatsArgs {
+    /// The mount point of a running bucketfs mount.
+    mount_point: std::path::PathBuf,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,7 +111,7 @@ struct EmulatorArgs {
     )]
     secret_key: String,
     /// A fault rule (repeatable): OPERATION:KIND[:next=N][:p=FRACTION], KIND
-    /// one of 500, 503, reset, delay=MS, truncate; OPERATION a counter name or
+    /// one of 500, 503, 403, reset, delay=MS, truncate; OPERATION a counter name or
     /// `*`. More can be added at run time with `POST /-/faults`.
     #[arg(long = "fault", value_parser = FaultRule::parse)]
     faults: Vec<FaultRule>,
@@ -109,9 +128,20 @@ fn parse_provider(s: &str) -> Result<Provider, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut argv = std::env::args_os();
+    let argv0 = argv.next().unwrap_or_default();
+    let invocation = match normalize(&argv0, argv.collect()) {
+        Ok(i) => i,
+        Err(message) => {
+            eprintln!("bucketfs: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli =
+        Cli::parse_from(std::iter::once(OsString::from("bucketfs")).chain(invocation.args.clone()));
     match cli.command {
-        Command::Mount(args) => mount_command(args),
+        Command::Mount(args) => mount_command(args, &invocation),
+        Command::Stats(args) => stats_command(args),
         Command::Demo(args) => {
             init_logging();
             let at = args
@@ -131,7 +161,7 @@ fn main() -> ExitCode {
 
 /// `bucketfs mount`: configuration errors are reported here, before a
 /// detached child is started; everything else by the mounting process.
-fn mount_command(args: MountArgs) -> ExitCode {
+fn mount_command(args: MountArgs, invocation: &Invocation) -> ExitCode {
     // Before any thread exists (it edits the environment).
     let ready_pipe = ReadyPipe::from_env();
     let fail = |message: String| {
@@ -139,7 +169,7 @@ fn mount_command(args: MountArgs) -> ExitCode {
         ExitCode::FAILURE
     };
     let option_strs: Vec<&str> = args.options.iter().map(String::as_str).collect();
-    let options = match MountOptions::parse(&option_strs) {
+    let options = match MountOptions::parse_with(&option_strs, args.sloppy) {
         Ok(o) => o,
         Err(e) => return fail(e.to_string()),
     };
@@ -152,14 +182,21 @@ fn mount_command(args: MountArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
+    if invocation.fake {
+        // mount(8) -f: the configuration is fine; mount nothing.
+        return ExitCode::SUCCESS;
+    }
     if !foreground {
-        let own_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-        return match spawn_detached(&own_args) {
+        return match spawn_detached(&invocation.args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => fail(message),
         };
     }
-    init_logging();
+    let detached = ready_pipe.is_some();
+    if let Err(message) = init_mount_logging(&config, detached) {
+        return fail(message);
+    }
+    tracing::info!("credentials from {}", config.credential_source);
     if !config.options.ignored.is_empty() {
         tracing::debug!(
             "ignored fstab options: {}",
@@ -187,6 +224,57 @@ fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Logging of a mount: `RUST_LOG` if set, else `log_level=` (default
+/// info); to `log_file=` if given, else to stderr in the foreground, else
+/// (detached, stderr is gone) to the journal when there is one.
+fn init_mount_logging(config: &MountConfig, detached: bool) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
+    let level = config.options.log_level.as_deref().unwrap_or("info");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let registry = tracing_subscriber::registry().with(filter);
+    if let Some(path) = &config.options.log_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("option log_file: cannot open {}: {e}", path.display()))?;
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file));
+        let _ = registry.with(layer).try_init();
+    } else if !detached {
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr);
+        let _ = registry.with(layer).try_init();
+    } else if let Ok(journald) = tracing_journald::layer() {
+        let _ = registry
+            .with(journald.with_syslog_identifier("bucketfs".into()))
+            .try_init();
+    }
+    Ok(())
+}
+
+/// `bucketfs stats MOUNTPOINT`: the mount's statistics, read from the
+/// `user.bucketfs.stats` attribute of its root (fs/filesystem/stats.rs).
+fn stats_command(args: StatsArgs) -> ExitCode {
+    match bucketfs::fs::stats::read_from_mount(&args.mount_point) {
+        Ok(json) if args.json => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Ok(json) => {
+            print!("{}", bucketfs::fs::stats::render(&json));
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("bucketfs stats: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_emulator(args: EmulatorArgs) -> ExitCode {

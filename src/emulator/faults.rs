@@ -27,6 +27,8 @@ pub enum FaultKind {
     Internal,
     /// 503 SlowDown.
     SlowDown,
+    /// 403 AccessDenied (a bucket policy refusing the caller).
+    Denied,
     /// The connection is closed without a response.
     Reset,
     /// The request is answered normally after this long.
@@ -59,6 +61,7 @@ impl FaultRule {
         let kind = match fields.next() {
             Some("500") => FaultKind::Internal,
             Some("503") => FaultKind::SlowDown,
+            Some("403") => FaultKind::Denied,
             Some("reset") => FaultKind::Reset,
             Some("truncate") => FaultKind::Truncate,
             Some(d) if d.starts_with("delay=") => {
@@ -105,6 +108,7 @@ impl FaultRule {
         let kind = match self.kind {
             FaultKind::Internal => "500".to_string(),
             FaultKind::SlowDown => "503".to_string(),
+            FaultKind::Denied => "403".to_string(),
             FaultKind::Reset => "reset".to_string(),
             FaultKind::Truncate => "truncate".to_string(),
             FaultKind::Delay(d) => format!("delay={}", d.as_millis()),

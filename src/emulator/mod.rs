@@ -177,9 +177,10 @@ async fn serve(
                 .record(operation, incoming.body.len() as u64, 0);
             return Err(ConnectionReset);
         }
-        Some(kind @ (FaultKind::Internal | FaultKind::SlowDown)) => {
+        Some(kind @ (FaultKind::Internal | FaultKind::SlowDown | FaultKind::Denied)) => {
             let (status, code) = match kind {
                 FaultKind::Internal => (500, "InternalError"),
+                FaultKind::Denied => (403, "AccessDenied"),
                 _ => (503, "SlowDown"),
             };
             let body = wire::error_body(code, "injected fault", &incoming.path, "FAULT");

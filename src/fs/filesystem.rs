@@ -160,6 +160,7 @@ pub struct BucketFs {
     /// Keys whose name was removed while open: hidden from listings until
     /// the object is deleted at the last close.
     hidden: Mutex<HashMap<String, u64>>,
+    started: Instant,
 }
 
 impl std::fmt::Debug for BucketFs {
@@ -190,6 +191,7 @@ impl BucketFs {
             writes,
             open_files: Mutex::new(HashMap::new()),
             hidden: Mutex::new(HashMap::new()),
+            started: Instant::now(),
             inodes: Mutex::new(InodeTable::new(&config.root_prefix, root_attr)),
             listings: Mutex::new(LruCache::new(nonzero(LISTING_CACHE_DIRS))),
             negatives: Mutex::new(LruCache::new(nonzero(NEGATIVE_CACHE_ENTRIES))),
@@ -738,6 +740,27 @@ impl BucketFs {
     /// The root inode number.
     pub fn root(&self) -> u64 {
         ROOT_INO
+    }
+
+    /// What the mount is doing (`bucketfs stats`, fs/stats.rs).
+    pub fn stats(&self) -> crate::fs::stats::Stats {
+        let mut s = crate::fs::stats::Stats {
+            bucket: self.store.bucket().to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            open_files: self.handles.lock().len() as u64,
+            inodes: self.inodes.lock().len() as u64,
+            requests: self.store.request_counts(),
+            ..Default::default()
+        };
+        s.set_cache(self.blocks.capacity(), &self.blocks.stats());
+        if let Some(writes) = &self.writes {
+            let pending = writes.pending();
+            s.pending_uploads = pending.len() as u64;
+            s.pending_bytes = pending.iter().map(|f| f.size()).sum();
+            s.staged_bytes = writes.staging.staged_bytes();
+            s.staging_dir = Some(writes.staging.dir().display().to_string());
+        }
+        s
     }
 }
 

@@ -9,4 +9,5 @@ pub mod fuse;
 pub mod inode;
 pub mod namespace;
 pub mod reader;
+pub mod stats;
 pub mod write;

@@ -526,6 +526,13 @@ impl MountOptions {
     /// `name=value` (values cannot contain commas). Later options override
     /// earlier ones; empty items (`ro,,rw`, a trailing comma) are skipped.
     pub fn parse(opts: &[&str]) -> Result<MountOptions, ConfigError> {
+        MountOptions::parse_with(opts, false)
+    }
+
+    /// [`MountOptions::parse`]; with `sloppy` (mount(8) `-s`) unknown
+    /// options are ignored (and listed in `ignored`) instead of refused.
+    /// Options that would carry a secret are refused either way.
+    pub fn parse_with(opts: &[&str], sloppy: bool) -> Result<MountOptions, ConfigError> {
         let mut o = MountOptions::default();
         let mut readahead_given = false;
         for item in opts.iter().flat_map(|arg| arg.split(',')) {
@@ -634,6 +641,7 @@ impl MountOptions {
                         name: raw_name.to_string(),
                     });
                 }
+                _ if sloppy => o.ignored.push(raw_name.to_string()),
                 _ => {
                     return Err(ConfigError::UnknownOption {
                         name: raw_name.to_string(),
@@ -708,6 +716,9 @@ fn is_mount8_bookkeeping(name: &str) -> bool {
     matches!(
         name,
         "defaults"
+            | "relatime"
+            | "noatime"
+            | "strictatime"
             | "auto"
             | "noauto"
             | "user"
@@ -1588,6 +1599,35 @@ mod tests {
                     ]
                 },
             ),
+            // What mount(8) and mount.fuse3 pass from fstab lines.
+            (
+                &["rw,nosuid,nodev,noexec,relatime,_netdev,user,users,noauto,auto"],
+                |o| {
+                    o.dev = Some(false);
+                    o.suid = Some(false);
+                    o.exec = Some(false);
+                    o.ignored = ["relatime", "_netdev", "user", "users", "noauto", "auto"]
+                        .map(String::from)
+                        .to_vec();
+                },
+            ),
+            (&["dev,suid,exec,ro"], |o| {
+                o.dev = Some(true);
+                o.suid = Some(true);
+                o.exec = Some(true);
+                o.read_only = true;
+            }),
+            (
+                &["passwd_file=/etc/passwd-s3fs,profile=prod,log_level=DEBUG"],
+                |o| {
+                    o.credentials_file = Some("/etc/passwd-s3fs".into());
+                    o.profile = Some("prod".into());
+                    o.log_level = Some("debug".into());
+                },
+            ),
+            (&["credential_process=/usr/local/bin/creds --role r"], |o| {
+                o.credential_process = Some("/usr/local/bin/creds --role r".into())
+            }),
         ];
         for (opts, change) in cases {
             let mut expected = MountOptions::default();

@@ -5,5 +5,6 @@
 pub mod config;
 pub mod credentials;
 pub mod detach;
+pub mod helper;
 pub mod mountpoint;
 pub mod run;

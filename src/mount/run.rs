@@ -54,8 +54,23 @@ pub struct Terminal;
 impl Readiness for Terminal {
     fn ready(&mut self, mount_point: &Path) {
         info!("mounted at {}", mount_point.display());
+        // Under systemd (Type=notify): READY only now that the mount answers.
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!("mounted at {}", mount_point.display())),
+        ]);
     }
     fn failed(&mut self, _message: &str) {}
+}
+
+/// Tells systemd about the service's state; nothing when not started by
+/// systemd (no NOTIFY_SOCKET).
+fn notify(state: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(state)
+    {
+        tracing::debug!("cannot notify systemd: {e}");
+    }
 }
 
 /// Mounts `config` at `mount_point` and serves it until unmounted.
@@ -78,6 +93,7 @@ fn mount_and_serve(
     readiness: &mut dyn Readiness,
 ) -> Result<(), String> {
     let mount_point = check_mount_point(mount_point, config.options.nonempty)?;
+    check_fuse_available()?;
     keep_freed_memory();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -100,7 +116,15 @@ fn mount_and_serve(
         );
         Some((Arc::new(area), replay))
     };
-    let store: Arc<dyn ObjectStore> = Arc::new(runtime.block_on(probe(&config))?);
+    let http = Arc::new(runtime.block_on(probe(&config))?);
+    if let Some(expires) = config.credentials_expire {
+        runtime.spawn(renew_credentials(
+            http.clone(),
+            config.credential_source.clone(),
+            expires,
+        ));
+    }
+    let store: Arc<dyn ObjectStore> = http;
     let (writes, replay) = match staging {
         Some((area, replay)) => {
             let o = &config.options;
@@ -158,6 +182,7 @@ fn mount_and_serve(
             _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => true,
         }
     });
+    notify(&[sd_notify::NotifyState::Stopping]);
     if signalled {
         info!("signal received: unmounting {}", mount_point.display());
         if let Err(e) = unmounter.unmount() {
@@ -180,6 +205,83 @@ fn mount_and_serve(
             Ok(())
         }
         Err(e) => Err(format!("the FUSE session ended with an error: {e}")),
+    }
+}
+
+/// FUSE must be there before anything is mounted: `/dev/fuse`, and for a
+/// user other than root the `fusermount3` helper.
+fn check_fuse_available() -> Result<(), String> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err(
+            "FUSE is not available: /dev/fuse is missing (load the module with `modprobe fuse`; in a container, pass /dev/fuse in)"
+                .to_string(),
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && !in_path("fusermount3") {
+        return Err(
+            "fusermount3 is not installed, and users other than root need it to mount: install the fuse3 package (apt-get install fuse3)"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Renews temporary credentials before they expire, for as long as the
+/// mount lives (credentials.rs, subtle case 5). A failed renewal is logged
+/// and retried; the old credentials stay in use meanwhile.
+async fn renew_credentials(
+    store: Arc<HttpStore>,
+    source: crate::mount::credentials::CredentialSource,
+    mut expires: SystemTime,
+) {
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+    loop {
+        let wait = crate::mount::credentials::refresh_due(expires, SystemTime::now());
+        tokio::time::sleep(wait).await;
+        let source = source.clone();
+        let renewed = tokio::task::spawn_blocking(move || {
+            crate::mount::credentials::renew(&source, &|name| std::env::var(name).ok())
+        })
+        .await;
+        match renewed {
+            Ok(Ok(found)) => {
+                store.set_credentials(found.credentials);
+                match found.expires {
+                    Some(next) => {
+                        info!("credentials renewed from {}", found.source);
+                        expires = next;
+                    }
+                    None => {
+                        info!(
+                            "credentials renewed from {}; they do not expire",
+                            found.source
+                        );
+                        return;
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(
+                    "cannot renew the credentials ({e}); trying again in {}s",
+                    RETRY.as_secs()
+                );
+                tokio::time::sleep(RETRY).await;
+            }
+            Err(e) => {
+                warn!(
+                    "the credential renewal task failed ({e}); trying again in {}s",
+                    RETRY.as_secs()
+                );
+                tokio::time::sleep(RETRY).await;
+            }
+        }
     }
 }
 
@@ -270,10 +372,23 @@ fn fuse_config(config: &MountConfig) -> fuser::Config {
     fuse.mount_options = vec![
         M::FSName(format!("bucketfs:{}", config.source)),
         M::Subtype("bucketfs".into()),
-        M::NoDev,
-        M::NoSuid,
         M::DefaultPermissions,
     ];
+    // mount(8)'s dev/suid/exec, with the safe defaults nodev, nosuid.
+    let o = &config.options;
+    fuse.mount_options.push(if o.dev == Some(true) {
+        M::Dev
+    } else {
+        M::NoDev
+    });
+    fuse.mount_options.push(if o.suid == Some(true) {
+        M::Suid
+    } else {
+        M::NoSuid
+    });
+    if o.exec == Some(false) {
+        fuse.mount_options.push(M::NoExec);
+    }
     if config.options.read_only {
         fuse.mount_options.push(M::RO);
     }
@@ -342,6 +457,9 @@ fn probe_error(config: &MountConfig, err: StoreError) -> String {
         ),
         StoreError::AccessDenied(d) => format!(
             "access to bucket {bucket} at {endpoint} is denied ({d}); check the credentials and the bucket policy"
+        ),
+        StoreError::Transport(e) if e.to_ascii_lowercase().contains("certificate") => format!(
+            "the TLS certificate of {endpoint} is not trusted ({e}); check the endpoint, or install its CA certificate in the system trust store"
         ),
         StoreError::Transport(e) | StoreError::Timeout(e) => {
             format!("cannot connect to {endpoint}: {e}")

@@ -22,6 +22,7 @@
 
 use super::ObjectStore;
 use super::block_buffers::{BufferPool, FillingBlock};
+use super::counters::{RequestCount, RequestCounters};
 use super::credentials::Credentials;
 use super::dialect::{BucketProbe, CopySourceForm, Dialect, RenameForm};
 use super::encode;
@@ -170,6 +171,8 @@ pub struct HttpStore {
     /// Buffers for the blocks of ranged GETs, made for the block size of
     /// the first such GET (the mount uses one size).
     block_buffers: OnceLock<Arc<BufferPool>>,
+    /// Requests and failures per operation (`bucketfs stats`).
+    counters: RequestCounters,
 }
 
 impl HttpStore {
@@ -215,6 +218,7 @@ impl HttpStore {
             retry: config.retry,
             list_v1: AtomicBool::new(false),
             block_buffers: OnceLock::new(),
+            counters: RequestCounters::default(),
         })
     }
 
@@ -255,6 +259,16 @@ impl HttpStore {
 
     /// Sends `call` once.
     async fn attempt(&self, call: &Call) -> StoreResult<Reply> {
+        let result = self.send(call).await;
+        self.counters.record(
+            call.op,
+            result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+        );
+        result
+    }
+
+    /// One request, uncounted.
+    async fn send(&self, call: &Call) -> StoreResult<Reply> {
         let (host, path) = self.address(call.key.as_deref())?;
         let mut parts = RequestParts {
             method: call.method.as_str().to_string(),
@@ -752,6 +766,10 @@ impl ObjectStore for HttpStore {
 
     fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    fn request_counts(&self) -> std::collections::BTreeMap<String, RequestCount> {
+        self.counters.snapshot()
     }
 
     async fn head_bucket(&self) -> StoreResult<BucketInfo> {

@@ -8,6 +8,7 @@
 //! (requests and responses), `error` (the error enum).
 
 pub mod block_buffers;
+pub mod counters;
 pub mod credentials;
 pub mod dialect;
 pub mod encode;
@@ -37,6 +38,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// The bucket name (for messages).
     fn bucket(&self) -> &str;
+
+    /// Requests and failures per operation so far (`bucketfs stats`); a
+    /// store that does not count returns none.
+    fn request_counts(&self) -> std::collections::BTreeMap<String, counters::RequestCount> {
+        Default::default()
+    }
 
     /// Checks that the bucket exists and is reachable with these credentials,
     /// and reports its type (OBS PFS, OSS hierarchical namespace).

@@ -1232,6 +1232,10 @@ impl BucketFs {
     }
 
     pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        if ino == crate::fs::inode::ROOT_INO && name == crate::fs::stats::STATS_XATTR {
+            let stats = serde_json::to_vec(&self.stats()).map_err(|_| libc::EIO)?;
+            return Ok(stats);
+        }
         if !name.starts_with("user.") {
             return Err(libc::ENODATA);
         }
