@@ -14,9 +14,9 @@
 //!    [`READY_FD_ENV`]; the parent prints the message and exits non-zero.
 //!    A child that dies without a word (killed, crashed) closes the pipe,
 //!    and the parent reports its exit status instead of hanging.
-//! 3. **The child's output goes to /dev/null** once detached (issue 6
-//!    brings syslog and log files); everything before readiness reaches the
-//!    user through the pipe.
+//! 3. **The child's output goes to /dev/null** once detached; it logs to
+//!    the journal or to `log_file=` instead (main.rs), and everything
+//!    before readiness reaches the user through the pipe.
 
 use crate::mount::run::Readiness;
 use std::ffi::OsString;

@@ -1,6 +1,9 @@
-//! `bucketfs mount`: what to mount and how (`config`), checks on the mount
-//! point (`mountpoint`), running the mount (`run`) and detaching from the
-//! terminal (`detach`).
+//! `bucketfs mount`: what to mount and how (`config`), where the
+//! credentials come from (`credentials`), the mount(8) and mount.fuse3
+//! calling conventions (`helper`), checks on the mount point
+//! (`mountpoint`), running the mount (`run`: probe, session, systemd
+//! notifications, signals, drain) and detaching from the terminal
+//! (`detach`).
 
 pub mod config;
 pub mod credentials;
