@@ -77,7 +77,9 @@ const ODD_NAMES: [&str; 4] = [
 ];
 
 fn dialect_suite(provider: Provider) {
-    let emu = Emu::start(provider);
+    let Some(emu) = Emu::start(provider) else {
+        return;
+    };
     let ctx = provider.name();
 
     // Metadata and symlinks, looked up fresh (never listed first: a listing
@@ -381,68 +383,92 @@ fn mapped_bytes(path: &Path) -> Vec<u8> {
 // Every dialect: `ls -l` of 2500 objects
 
 #[test]
-fn ls_l_of_2500_objects_costs_three_lists_and_no_head() {
+fn s3_ls_l_of_2500_objects() {
+    ls_l_suite(Provider::S3);
+}
+
+#[test]
+fn oss_ls_l_of_2500_objects() {
+    ls_l_suite(Provider::Oss);
+}
+
+#[test]
+fn obs_ls_l_of_2500_objects() {
+    ls_l_suite(Provider::Obs);
+}
+
+#[test]
+fn cos_ls_l_of_2500_objects() {
+    ls_l_suite(Provider::Cos);
+}
+
+/// `ls -l` of 2500 objects shows them all (listing pagination) at a cost of
+/// 3 LISTs and no HEAD (counted on the emulator).
+fn ls_l_suite(provider: Provider) {
     const N: usize = 2500;
     let expected: Vec<String> = (0..N).map(|i| format!("f{i:04}")).collect();
-    for provider in [Provider::S3, Provider::Oss, Provider::Obs, Provider::Cos] {
-        let ctx = provider.name();
-        let emu = Emu::start(provider);
-        for name in &expected {
-            emu.put(&format!("many/{name}"), &b"x"[..], &[]);
-        }
-        emu.put("elsewhere", &b"not in the mount"[..], &[]);
-        // Long TTLs: the count must not depend on how fast `ls` is.
-        let m = emu.mount(
-            "many",
-            &[
-                "file_mode=0640",
-                "dir_mode=0750",
-                "attr_ttl=60",
-                "dir_ttl=60",
-            ],
-        );
-        assert_eq!(
-            fs::metadata(&m.point).unwrap().mode(),
-            0o040750,
-            "{ctx}: mount root with dir_mode=0750"
-        );
-        emu.reset_stats();
+    let ctx = provider.name();
+    let Some(emu) = Emu::start(provider) else {
+        return;
+    };
+    for name in &expected {
+        emu.put(&format!("many/{name}"), &b"x"[..], &[]);
+    }
+    emu.put("elsewhere", &b"not in the mount"[..], &[]);
+    // Long TTLs: the count must not depend on how fast `ls` is.
+    let m = emu.mount(
+        "many",
+        &[
+            "file_mode=0640",
+            "dir_mode=0750",
+            "attr_ttl=60",
+            "dir_ttl=60",
+        ],
+    );
+    assert_eq!(
+        fs::metadata(&m.point).unwrap().mode(),
+        0o040750,
+        "{ctx}: mount root with dir_mode=0750"
+    );
+    emu.reset_stats();
 
-        let out = Command::new("ls")
-            .arg("-l")
-            .arg(&m.point)
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{ctx}: ls -l: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let listing = String::from_utf8(out.stdout).unwrap();
-        let lines: Vec<&str> = listing.lines().collect();
-        assert_eq!(lines.len(), N + 1, "{ctx}: ls -l lines (total + entries)");
-        assert!(lines[0].starts_with("total"), "{ctx}: {}", lines[0]);
-        for line in &lines[1..] {
-            assert!(line.starts_with("-rw-r----- "), "{ctx}: {line}");
-        }
-        let shown: Vec<&str> = lines[1..]
-            .iter()
-            .map(|l| l.rsplit(' ').next().unwrap())
-            .collect();
-        assert_eq!(shown, expected, "{ctx}: names shown by ls -l");
+    let out = Command::new("ls")
+        .arg("-l")
+        .arg(&m.point)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{ctx}: ls -l: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), N + 1, "{ctx}: ls -l lines (total + entries)");
+    assert!(lines[0].starts_with("total"), "{ctx}: {}", lines[0]);
+    for line in &lines[1..] {
+        assert!(line.starts_with("-rw-r----- "), "{ctx}: {line}");
+    }
+    let shown: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(shown, expected, "{ctx}: names shown by ls -l");
+    // The request counts need the emulator's counters.
+    if emu.is_emulator() {
         let lists = emu.requests("ListObjectsV2") + emu.requests("ListObjects");
         assert_eq!(
             (lists, emu.requests("HeadObject")),
             (3, 0),
             "{ctx}: (LIST, HEAD) requests of ls -l"
         );
-        assert_eq!(
-            names(&m.point),
-            expected.iter().cloned().collect::<BTreeSet<_>>(),
-            "{ctx}: readdir"
-        );
     }
+    assert_eq!(
+        names(&m.point),
+        expected.iter().cloned().collect::<BTreeSet<_>>(),
+        "{ctx}: readdir"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -482,7 +508,9 @@ const WRONG_SECRET: &str = "wrong-secret-Hv7Lp0Qa";
 
 #[test]
 fn mount_errors_are_one_line_and_mount_nothing() {
-    let emu = Emu::start(Provider::S3);
+    let Some(emu) = Emu::start(Provider::S3) else {
+        return;
+    };
     emu.put("hello", &b"hello"[..], &[]);
     let source = emu.source("");
 
@@ -564,7 +592,9 @@ fn mount_errors_are_one_line_and_mount_nothing() {
 
 #[test]
 fn detached_mounts_and_signals_unmount_cleanly() {
-    let emu = Emu::start(Provider::S3);
+    let Some(emu) = Emu::start(Provider::S3) else {
+        return;
+    };
     let body = random_bytes(3 * MIB + 7, 9);
     emu.put("dir/file", body.clone(), &[]);
     let md5 = md5_hex(&body);

@@ -88,13 +88,16 @@ fn fstab_lines_of_both_forms_mount_with_mount_a() {
     ) else {
         return;
     };
-    let emu = Emu::start(Provider::S3);
+    let Some(emu) = Emu::emulator(Provider::S3, "the service tests run against the emulator")
+    else {
+        return;
+    };
     emu.put("hello.txt", &b"hello from the bucket"[..], &[]);
     let (a, b) = (Mount::new(), Mount::new());
     let creds = credentials_file(&a.base);
     let common = format!(
         "endpoint={},region=local,credentials_file={}",
-        emu.emu.url,
+        emu.url(),
         creds.display()
     );
     let fstab = a.base.join("fstab");
@@ -171,7 +174,10 @@ fn mount_options(point: &Path) -> String {
 #[test]
 fn systemd_hears_ready_once_the_mount_answers_and_stopping_at_the_end() {
     use std::os::unix::net::UnixDatagram;
-    let emu = Emu::start(Provider::S3);
+    let Some(emu) = Emu::emulator(Provider::S3, "the service tests run against the emulator")
+    else {
+        return;
+    };
     let mut m = Mount::new();
     let socket_path = m.base.join("notify");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
@@ -197,10 +203,12 @@ fn systemd_hears_ready_once_the_mount_answers_and_stopping_at_the_end() {
 
 #[test]
 fn stats_show_pending_uploads_and_requests() {
-    let emu = Emu::start(Provider::S3);
+    let Some(emu) = Emu::emulator(Provider::S3, "the service tests run against the emulator")
+    else {
+        return;
+    };
     let m = emu.mount("", &[]);
-    emu.emu
-        .faults
+    emu.faults()
         .add(vec![FaultRule::parse("PutObject:delay=3000").unwrap()]);
     fs::write(m.path("slow.txt"), b"waiting").unwrap();
     let out = Command::new(bin())
@@ -217,7 +225,7 @@ fn stats_show_pending_uploads_and_requests() {
     assert!(text.contains("pending uploads 1 file(s)"), "{text}");
     assert!(text.contains("bucket          bucket"), "{text}");
     wait_until_within("the slow upload", Duration::from_secs(30), || {
-        emu.store().export_object("slow.txt").is_some()
+        emu.get("slow.txt").is_some()
     });
     let out = Command::new(bin())
         .args(["stats", "--json"])
@@ -241,7 +249,10 @@ fn stats_show_pending_uploads_and_requests() {
 
 #[test]
 fn secrets_reach_neither_logs_nor_ps() {
-    let emu = Emu::start(Provider::Oss);
+    let Some(emu) = Emu::emulator(Provider::Oss, "the service tests run against the emulator")
+    else {
+        return;
+    };
     let mut m = Mount::new();
     let log = m.base.join("daemon.log");
     let log_opt = format!("log_file={}", log.display());
@@ -251,8 +262,7 @@ fn secrets_reach_neither_logs_nor_ps() {
     m.child = Some(cmd.spawn().unwrap());
     m.wait_mounted();
     // Failures too: their errors are logged at length.
-    emu.emu
-        .faults
+    emu.faults()
         .add(vec![FaultRule::parse("PutObject:500:next=2").unwrap()]);
     fs::write(m.path("a.txt"), b"some data").unwrap();
     fs::rename(m.path("a.txt"), m.path("b.txt")).unwrap();
@@ -294,7 +304,10 @@ fn failing(mut cmd: Command) -> String {
 
 #[test]
 fn failures_are_one_line_and_mount_nothing() {
-    let emu = Emu::start(Provider::S3);
+    let Some(emu) = Emu::emulator(Provider::S3, "the service tests run against the emulator")
+    else {
+        return;
+    };
     let m = Mount::new();
 
     // A file as the mount point.
@@ -304,8 +317,7 @@ fn failures_are_one_line_and_mount_nothing() {
     assert!(err.contains("is not a directory"), "{err}");
 
     // Access denied by the bucket.
-    emu.emu
-        .faults
+    emu.faults()
         .add(vec![FaultRule::parse("ListObjectsV2:403:next=2").unwrap()]);
     let err = failing(emu.command(&emu.source(""), &m.point, &[]));
     assert!(

@@ -1,13 +1,22 @@
-//! Shared by the test binaries that mount for real (`mount.rs`, `write.rs`):
-//! the in-process emulator ([`Emu`]), mount guards ([`Mount`]) that always
-//! unmount and clean up, and data helpers. Each binary uses a part of it.
+//! Shared by the test binaries that mount for real (`mount.rs`, `write.rs`,
+//! `service.rs`): the store under test ([`Emu`]: the in-process emulator,
+//! or a Garage selected with `BUCKETFS_TEST_BACKEND=garage`, see
+//! `tests/garage/run.sh`), mount guards ([`Mount`]) that always unmount and
+//! clean up, and data helpers. Each binary uses a part of it.
+//!
+//! Tests that need what only the emulator has (request counters, fault
+//! injection, the OSS/OBS/COS dialects, native rename and PFS buckets)
+//! call [`skip`] with the reason under Garage instead of passing silently.
 #![allow(dead_code)]
 
 use bucketfs::emulator::handler::BucketSpec;
 use bucketfs::emulator::{self, EmulatorConfig, RunningEmulator};
 use bucketfs::store::credentials::Credentials;
+use bucketfs::store::http::{HttpStore, HttpStoreConfig};
 use bucketfs::store::memory::MemoryStore;
-use bucketfs::store::{ObjectAttributes, ObjectStore, Provider, PutRequest};
+use bucketfs::store::{
+    Dialect, GetRequest, ObjectAttributes, ObjectStore, Provider, PutRequest, StoreError,
+};
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use std::collections::BTreeSet;
@@ -73,33 +82,124 @@ pub fn bucket_name(provider: Provider) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------
-// The emulator
+// The store under test: the emulator, or Garage
 
-/// An emulator serving one bucket, on its own runtime. Dropped after the
-/// mounts of a test (declare mounts after it), the server first.
+/// A Garage to run against, from the environment the helper script
+/// `tests/garage/run.sh` sets (`BUCKETFS_TEST_BACKEND=garage`).
+#[derive(Clone, Debug)]
+pub struct GarageEnv {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+/// The Garage the tests run against, if one is selected.
+pub fn garage_env() -> Option<GarageEnv> {
+    if std::env::var("BUCKETFS_TEST_BACKEND").ok()?.as_str() != "garage" {
+        return None;
+    }
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("BUCKETFS_TEST_BACKEND=garage needs {name} (see tests/garage/run.sh)")
+        })
+    };
+    Some(GarageEnv {
+        endpoint: var("BUCKETFS_GARAGE_ENDPOINT"),
+        region: var("BUCKETFS_GARAGE_REGION"),
+        bucket: var("BUCKETFS_GARAGE_BUCKET"),
+        key_id: var("BUCKETFS_GARAGE_KEY_ID"),
+        secret: var("BUCKETFS_GARAGE_SECRET"),
+    })
+}
+
+/// A test that cannot run against the selected store says why, on stderr
+/// and in `$BUCKETFS_SKIP_LOG` (which the CI script counts).
+pub fn skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Ok(log) = std::env::var("BUCKETFS_SKIP_LOG") {
+        use std::io::Write;
+        // One write of one line: tests run in parallel, O_APPEND keeps it whole.
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = f.write_all(format!("{test}\t{reason}\n").as_bytes());
+        }
+    }
+}
+
+enum Backend {
+    Emulator(RunningEmulator),
+    /// Garage, with a client and this test's own key prefix.
+    Garage {
+        env: GarageEnv,
+        client: Box<HttpStore>,
+        prefix: String,
+    },
+}
+
+/// The bucket a test works in: the in-process emulator's (one per test, on
+/// its own runtime; declare mounts after it, so it outlives them), or a
+/// prefix of its own in the Garage bucket.
 pub struct Emu {
-    pub emu: RunningEmulator,
+    backend: Backend,
     pub rt: tokio::runtime::Runtime,
     pub provider: Provider,
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 impl Emu {
-    pub fn start(provider: Provider) -> Emu {
-        Emu::start_bucket(provider, "")
+    /// The store under test for `provider`: Garage when selected (S3 only;
+    /// the other dialects are skipped), else the emulator.
+    pub fn start(provider: Provider) -> Option<Emu> {
+        match garage_env() {
+            None => Some(Emu::emulator_bucket(provider, "")),
+            Some(_) if provider != Provider::S3 => {
+                skip(&format!(
+                    "Garage speaks S3, not the {} dialect",
+                    provider.name()
+                ));
+                None
+            }
+            Some(env) => Some(Emu::garage(env)),
+        }
     }
 
-    /// An emulator whose bucket has a type: `kind` is `hns` (OSS
-    /// hierarchical namespace) or `pfs` (OBS parallel file system).
-    pub fn start_bucket(provider: Provider, kind: &str) -> Emu {
+    /// The emulator only: `needs` says what Garage lacks for this test.
+    pub fn emulator(provider: Provider, needs: &str) -> Option<Emu> {
+        if garage_env().is_some() {
+            skip(needs);
+            return None;
+        }
+        Some(Emu::emulator_bucket(provider, ""))
+    }
+
+    /// An emulator bucket with a type: `kind` is `hns` (OSS hierarchical
+    /// namespace) or `pfs` (OBS parallel file system). Emulator only.
+    pub fn start_bucket(provider: Provider, kind: &str) -> Option<Emu> {
+        if garage_env().is_some() {
+            skip("Garage has no native rename, hierarchical namespace or PFS buckets");
+            return None;
+        }
+        Some(Emu::emulator_bucket(provider, kind))
+    }
+
+    fn emulator_bucket(provider: Provider, kind: &str) -> Emu {
         let spec = match kind {
             "" => bucket_name(provider).to_string(),
             kind => format!("{}:{kind}", bucket_name(provider)),
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         let emu = rt
             .block_on(emulator::start(EmulatorConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
@@ -111,15 +211,113 @@ impl Emu {
                 data_dir: None,
             }))
             .expect("emulator starts on a free port");
-        Emu { emu, rt, provider }
+        Emu {
+            backend: Backend::Emulator(emu),
+            rt,
+            provider,
+        }
     }
 
+    fn garage(env: GarageEnv) -> Emu {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "t{}-{}-{}/",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut config = HttpStoreConfig::new(
+            &env.endpoint,
+            &env.bucket,
+            Dialect::new(Provider::S3),
+            Credentials::new(env.key_id.clone(), env.secret.clone()),
+        );
+        config.path_style = true;
+        config.region = env.region.clone();
+        let client = Box::new(HttpStore::new(config).expect("a client for Garage"));
+        Emu {
+            backend: Backend::Garage {
+                env,
+                client,
+                prefix,
+            },
+            rt: runtime(),
+            provider: Provider::S3,
+        }
+    }
+
+    /// Whether this is the emulator (request counters, faults, raw access).
+    pub fn is_emulator(&self) -> bool {
+        matches!(self.backend, Backend::Emulator(_))
+    }
+
+    fn emulator_only(&self) -> &RunningEmulator {
+        match &self.backend {
+            Backend::Emulator(e) => e,
+            Backend::Garage { .. } => panic!("this check needs the emulator"),
+        }
+    }
+
+    /// The endpoint URL.
+    pub fn url(&self) -> String {
+        match &self.backend {
+            Backend::Emulator(e) => e.url.clone(),
+            Backend::Garage { env, .. } => env.endpoint.clone(),
+        }
+    }
+
+    /// The emulator's fault rules (emulator only).
+    pub fn faults(&self) -> &bucketfs::emulator::faults::Faults {
+        &self.emulator_only().faults
+    }
+
+    /// The emulator's counters (emulator only).
+    pub fn stats(
+        &self,
+    ) -> std::collections::BTreeMap<&'static str, bucketfs::emulator::stats::Counter> {
+        self.emulator_only().emulator.stats.snapshot()
+    }
+
+    /// The emulator's bucket, for direct access (emulator only).
     pub fn store(&self) -> &MemoryStore {
-        &self.emu.emulator.stores()[bucket_name(self.provider)]
+        &self.emulator_only().emulator.stores()[bucket_name(self.provider)]
     }
 
-    /// Stores `body` under `key` with user metadata (names without prefix),
-    /// straight into the bucket, no HTTP.
+    /// The secret key mounts sign with.
+    pub fn secret(&self) -> String {
+        match &self.backend {
+            Backend::Emulator(_) => SK.to_string(),
+            Backend::Garage { env, .. } => env.secret.clone(),
+        }
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> String {
+        match &self.backend {
+            Backend::Emulator(_) => bucket_name(self.provider).to_string(),
+            Backend::Garage { env, .. } => env.bucket.clone(),
+        }
+    }
+
+    /// The full key of this test's `key`.
+    fn full_key(&self, key: &str) -> String {
+        match &self.backend {
+            Backend::Emulator(_) => key.to_string(),
+            Backend::Garage { prefix, .. } => format!("{prefix}{key}"),
+        }
+    }
+
+    fn client(&self) -> &dyn ObjectStore {
+        match &self.backend {
+            Backend::Emulator(_) => self.store(),
+            Backend::Garage { client, .. } => client.as_ref(),
+        }
+    }
+
+    /// Stores `body` under `key` with user metadata (names without prefix).
     pub fn put(&self, key: &str, body: impl Into<Bytes>, metadata: &[(&str, &str)]) {
         let mut attributes = ObjectAttributes::default();
         for (name, value) in metadata {
@@ -128,16 +326,35 @@ impl Emu {
                 .insert(name.to_string(), value.to_string());
         }
         let req = PutRequest {
-            key: key.into(),
+            key: self.full_key(key),
             body: body.into(),
             attributes,
         };
         self.rt
-            .block_on(self.store().put_object(&req))
+            .block_on(self.client().put_object(&req))
             .unwrap_or_else(|e| panic!("put {key:?}: {e}"));
     }
 
-    /// A native symlink object (OSS, COS).
+    /// The body of `key`, if it exists.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        if let Backend::Emulator(_) = &self.backend {
+            return self.store().export_object(key).map(|o| o.body.to_vec());
+        }
+        let req = GetRequest {
+            key: self.full_key(key),
+            range: None,
+            if_match: None,
+        };
+        match self.rt.block_on(self.client().get_object(&req)) {
+            Ok(got) => Some(got.body.to_vec()),
+            Err(StoreError::NoSuchKey { .. }) => None,
+            // An empty object answers a whole-object GET normally, but
+            // some servers refuse the range; HEAD tells.
+            Err(e) => panic!("GET {key:?}: {e}"),
+        }
+    }
+
+    /// A native symlink object (OSS, COS; emulator only).
     pub fn put_symlink(&self, key: &str, target: &str) {
         self.rt
             .block_on(
@@ -147,33 +364,40 @@ impl Emu {
             .unwrap_or_else(|e| panic!("symlink {key:?}: {e}"));
     }
 
-    /// Requests counted by the emulator for `operation` since the last reset.
+    /// Requests counted by the emulator for `operation` since the last reset
+    /// (emulator only).
     pub fn requests(&self, operation: &str) -> u64 {
-        self.emu
-            .emulator
-            .stats
-            .snapshot()
-            .get(operation)
-            .map_or(0, |c| c.requests)
+        self.stats().get(operation).map_or(0, |c| c.requests)
     }
 
+    /// Zeroes the emulator's counters (nothing to do on Garage).
     pub fn reset_stats(&self) {
-        self.emu.emulator.stats.reset();
-    }
-
-    pub fn source(&self, prefix: &str) -> String {
-        let bucket = bucket_name(self.provider);
-        match prefix {
-            "" => format!("{}://{bucket}", self.provider.name()),
-            _ => format!("{}://{bucket}/{prefix}", self.provider.name()),
+        if let Backend::Emulator(e) = &self.backend {
+            e.emulator.stats.reset();
         }
     }
 
-    /// `bucketfs mount SOURCE POINT -o endpoint=...,region=local,OPTIONS`
-    /// with this provider's credentials (and no other) in the environment.
+    pub fn source(&self, prefix: &str) -> String {
+        let bucket = self.bucket();
+        let full = self.full_key(prefix);
+        match full.as_str() {
+            "" => format!("{}://{bucket}", self.provider.name()),
+            _ => format!("{}://{bucket}/{full}", self.provider.name()),
+        }
+    }
+
+    /// `bucketfs mount SOURCE POINT -o endpoint=...,region=...,OPTIONS`
+    /// with this store's credentials (and no other) in the environment.
     /// Later options win, so `options` may override the endpoint.
     pub fn command(&self, source: &str, point: &Path, options: &[&str]) -> Command {
-        let mut all = vec![format!("endpoint={}", self.emu.url), "region=local".into()];
+        let region = match &self.backend {
+            Backend::Emulator(_) => "local".to_string(),
+            Backend::Garage { env, .. } => env.region.clone(),
+        };
+        let mut all = vec![
+            format!("endpoint={}", self.url()),
+            format!("region={region}"),
+        ];
         // Staging next to the mount point, removed with it.
         if let Some(base) = point.parent() {
             all.push(format!("cache_dir={}", base.join("cache").display()));
@@ -191,8 +415,12 @@ impl Emu {
         for var in CREDENTIAL_VARS {
             cmd.env_remove(var);
         }
-        let (id, secret) = credential_vars(self.provider);
-        cmd.env(id, AK).env(secret, SK);
+        let (id_var, secret_var) = credential_vars(self.provider);
+        let id = match &self.backend {
+            Backend::Emulator(_) => AK.to_string(),
+            Backend::Garage { env, .. } => env.key_id.clone(),
+        };
+        cmd.env(id_var, id).env(secret_var, self.secret());
         cmd
     }
 

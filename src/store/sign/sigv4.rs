@@ -2,8 +2,10 @@
 //!
 //! They share the shape canonical request -> string to sign -> derived key,
 //! but differ in every detail that matters:
-//! 1. SigV4 signs the path as sent; OSS V4 signs `/bucket/` + its own
-//!    encoding of the key, even for virtual-hosted requests.
+//! 1. SigV4 signs the path as sent, re-encoded the standard way (only a
+//!    key with `.` segments, sent with `%2F` slashes, differs); OSS V4 signs
+//!    `/bucket/` + its own encoding of the key, even for virtual-hosted
+//!    requests.
 //! 2. SigV4 writes a flagless parameter as `name=`; OSS V4 as bare `name`.
 //! 3. SigV4 signs every header given except a few transport headers, trimmed
 //!    with inner whitespace collapsed, and lists them in `SignedHeaders`;
@@ -90,7 +92,7 @@ pub(super) fn s3_authorization(req: &RequestParts, creds: &Credentials, region: 
     let canonical_request = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         req.method,
-        req.path,
+        canonical_path(&req.path),
         canonical_query(req, false),
         canonical_headers,
         signed_headers,
@@ -113,6 +115,15 @@ pub(super) fn s3_authorization(req: &RequestParts, creds: &Credentials, region: 
         "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
         creds.access_key_id
     )
+}
+
+/// The canonical URI of SigV4 for S3: each segment of the decoded path
+/// encoded once, `/` literal (case 1). For an ordinary path that is the path
+/// as sent; a key with a `.` segment is sent with its slashes as `%2F` (the
+/// URL would otherwise be normalised, store/http.rs) but signed with them
+/// literal, as Garage checks it.
+fn canonical_path(sent: &str) -> String {
+    encode::path(&encode::decode(sent))
 }
 
 pub(super) fn oss_authorization(req: &RequestParts, creds: &Credentials, region: &str) -> String {
@@ -155,4 +166,36 @@ pub(super) fn oss_authorization(req: &RequestParts, creds: &Credentials, region:
         "OSS4-HMAC-SHA256 Credential={}/{scope}, Signature={signature}",
         creds.access_key_id
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(path: &str) -> RequestParts {
+        RequestParts {
+            method: "PUT".into(),
+            bucket: Some("b".into()),
+            key: Some("tree/./dot".into()),
+            path: path.into(),
+            query: Vec::new(),
+            headers: vec![
+                ("host".into(), "127.0.0.1:3900".into()),
+                ("x-amz-date".into(), "20261130T000000Z".into()),
+                ("x-amz-content-sha256".into(), "UNSIGNED-PAYLOAD".into()),
+            ],
+        }
+    }
+
+    /// Found against Garage: a key with a `.` segment, sent with `%2F`
+    /// slashes so the URL is not normalised, is signed with literal slashes
+    /// (Garage refused the other form as an invalid signature).
+    #[test]
+    fn dot_segment_keys_sign_with_literal_slashes() {
+        let creds = Credentials::new("GK0000", "secret");
+        let sent = s3_authorization(&parts("/b/tree%2F.%2Fdot"), &creds, "garage");
+        let literal = s3_authorization(&parts("/b/tree/./dot"), &creds, "garage");
+        assert_eq!(sent, literal);
+        assert_eq!(canonical_path("/b/a%20b/c%2Bd"), "/b/a%20b/c%2Bd");
+    }
 }

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Runs bucketfs's mount tests against Garage (a real S3-compatible object
+# store, https://garagehq.deuxfleurs.fr) instead of the built-in emulator:
+# starts a single-node Garage on 127.0.0.1 with a throwaway configuration
+# (free ports, fresh secret, layout, key, bucket), runs the command with
+# BUCKETFS_TEST_BACKEND=garage and the endpoint, bucket and key in the
+# environment (tests/common/mod.rs reads them), prints how many tests ran
+# and which were skipped and why, then stops Garage and removes its files.
+#
+# Usage: tests/garage/run.sh [COMMAND...]
+#   default COMMAND: cargo test --locked --test mount --test write
+# Env: GARAGE  the garage binary (default: `garage` in PATH, else
+#              /opt/bucketfs-garage/bin/garage, where .ci/run installs it)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+garage=${GARAGE:-}
+if [ -z "$garage" ]; then
+    if command -v garage >/dev/null 2>&1; then
+        garage=$(command -v garage)
+    else
+        garage=/opt/bucketfs-garage/bin/garage
+    fi
+fi
+if [ ! -x "$garage" ]; then
+    echo "run.sh: no garage binary at $garage (install it with: cargo install garage --locked --root /opt/bucketfs-garage)" >&2
+    exit 1
+fi
+if [ $# -eq 0 ]; then
+    set -- cargo test --locked --test mount --test write
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bucketfs-garage.XXXXXX")
+pid=
+cleanup() {
+    if [ -n "$pid" ]; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Three free ports on 127.0.0.1 (S3 API, RPC, admin).
+read -r s3_port rpc_port admin_port < <(python3 - <<'PY'
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+PY
+)
+secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+cat > "$work/garage.toml" <<TOML
+metadata_dir = "$work/meta"
+data_dir = "$work/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc_port"
+rpc_public_addr = "127.0.0.1:$rpc_port"
+rpc_secret = "$secret"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3_port"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$admin_port"
+TOML
+g() { "$garage" -c "$work/garage.toml" "$@"; }
+
+echo "== garage $("$garage" --version 2>/dev/null | head -1) on 127.0.0.1:$s3_port"
+g server > "$work/garage.log" 2>&1 &
+pid=$!
+deadline=$((SECONDS + 60))
+until g status > /dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null || [ $SECONDS -gt $deadline ]; then
+        echo "run.sh: garage did not start; its log:" >&2
+        cat "$work/garage.log" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+node=$(g node id -q | cut -d@ -f1)
+g layout assign -z dc1 -c 1G "$node" > /dev/null
+g layout apply --version 1 > /dev/null
+key_out=$(g key create bucketfs-test)
+key_id=$(awk -F': *' '/Key ID/ {print $2; exit}' <<< "$key_out")
+key_secret=$(awk -F': *' '/Secret key/ {print $2; exit}' <<< "$key_out")
+if [ -z "$key_id" ] || [ -z "$key_secret" ]; then
+    echo "run.sh: cannot read the key garage created" >&2
+    exit 1
+fi
+g bucket create bucketfs-test > /dev/null
+g bucket allow --read --write --owner bucketfs-test --key bucketfs-test > /dev/null
+
+export BUCKETFS_TEST_BACKEND=garage
+export BUCKETFS_GARAGE_ENDPOINT="http://127.0.0.1:$s3_port"
+export BUCKETFS_GARAGE_REGION=garage
+export BUCKETFS_GARAGE_BUCKET=bucketfs-test
+export BUCKETFS_GARAGE_KEY_ID="$key_id"
+export BUCKETFS_GARAGE_SECRET="$key_secret"
+export BUCKETFS_SKIP_LOG="$work/skipped"
+: > "$BUCKETFS_SKIP_LOG"
+
+set +e
+"$@" 2>&1 | tee "$work/output"
+status=${PIPESTATUS[0]}
+set -e
+
+# A skipped test passes as far as cargo is concerned: count it apart.
+passed=$(awk '/^test result:/ {sum += $4} END {print sum + 0}' "$work/output")
+failed=$(awk '/^test result:/ {sum += $6} END {print sum + 0}' "$work/output")
+skipped=$(cut -f1 "$BUCKETFS_SKIP_LOG" | sort -u | wc -l)
+echo "== Garage-backed suite: $((passed - skipped)) passed against Garage, $skipped skipped, $failed failed"
+sort "$BUCKETFS_SKIP_LOG" | sed 's/\t/: /; s/^/   skipped /' 
+exit "$status"
