@@ -100,6 +100,10 @@ fn mount_and_serve(
         .thread_name("bucketfs-io")
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+    let mut signals = {
+        let _context = runtime.enter();
+        Signals::install()
+    };
 
     // The staging directory before the probe: a second daemon on the same
     // directory fails at once (staging/mod.rs, subtle case 1).
@@ -173,13 +177,9 @@ fn mount_and_serve(
     readiness.ready(&mount_point);
 
     let signalled = runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).ok();
-        let mut int = signal(SignalKind::interrupt()).ok();
         tokio::select! {
             _ = done_rx => false,
-            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => true,
-            _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => true,
+            _ = signals.recv() => true,
         }
     });
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -196,7 +196,7 @@ fn mount_and_serve(
     let result = serving
         .join()
         .map_err(|_| "the FUSE session thread panicked".to_string())?;
-    drain_uploads(&runtime, &fs);
+    drain_uploads(&runtime, &fs, &mut signals);
     // Fetches still in flight hold the store; let them end with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
@@ -288,21 +288,50 @@ async fn renew_credentials(
 /// Waits for every staged upload before the process ends (unmount waits
 /// for pending uploads); a second SIGTERM/SIGINT stops waiting, leaving the
 /// data staged for the next mount on the same cache directory.
-fn drain_uploads(runtime: &tokio::runtime::Runtime, fs: &Arc<BucketFs>) {
+fn drain_uploads(runtime: &tokio::runtime::Runtime, fs: &Arc<BucketFs>, signals: &mut Signals) {
     runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).ok();
-        let mut int = signal(SignalKind::interrupt()).ok();
         tokio::select! {
             _ = fs.drain() => {}
-            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
-                warn!("stopped waiting for uploads; they stay staged and resume at the next mount");
-            }
-            _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+            _ = signals.recv() => {
                 warn!("stopped waiting for uploads; they stay staged and resume at the next mount");
             }
         }
     });
+}
+
+/// SIGTERM and SIGINT, caught from before the mount exists to the end, so
+/// a signal arriving right after READY unmounts cleanly instead of killing
+/// the process with the mount still in place.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers (inside the runtime's context).
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next SIGTERM or SIGINT (also one that came while nobody waited).
+    async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.term) => {}
+            _ = one(&mut self.int) => {}
+        }
+    }
 }
 
 /// Makes glibc keep freed part buffers for reuse instead of returning them
