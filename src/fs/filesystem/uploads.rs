@@ -32,7 +32,7 @@ use crate::errno::errno;
 use crate::fs::namespace::EntryAttr;
 use crate::fs::write::dirty::DirtyFile;
 use crate::staging::journal::{BaseObject, Record, Replay};
-use crate::store::{ObjectType, StoreError};
+use crate::store::StoreError;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
@@ -142,11 +142,7 @@ impl BucketFs {
     async fn rebase(&self, file: &Arc<DirtyFile>) {
         let key = file.key();
         let found = match self.store.head_object(&key).await {
-            Ok(h) => Some(BaseObject {
-                etag: h.etag,
-                size: h.size,
-                appendable: h.object_type == ObjectType::Appendable,
-            }),
+            Ok(h) => Some(crate::fs::write::base_of(&h)),
             Err(StoreError::NoSuchKey { .. }) => None,
             Err(e) => {
                 warn!(key = %key, "cannot check the object under an upload: {e}");

@@ -42,7 +42,7 @@ use crate::fs::write::Writes;
 use crate::fs::write::dirty::{DirtyFile, Piece};
 use crate::fs::write::meta::{from_metadata, to_metadata};
 use crate::fs::write::plan::{MAX_PART, MAX_PARTS, MIN_PART};
-use crate::staging::journal::{BaseObject, FileMeta, Record};
+use crate::staging::journal::{FileMeta, Record};
 use crate::store::{
     CompleteMultipartRequest, CopyRequest, DELETE_BATCH_MAX, ListRequest, MetadataDirective,
     ObjectAttributes, ObjectType, PutRequest, StoreError, UploadPartCopyRequest,
@@ -223,23 +223,9 @@ impl BucketFs {
                     attr.uid,
                     attr.gid,
                 );
-                let base = BaseObject {
-                    etag: head.etag,
-                    size: head.size,
-                    appendable: head.object_type == ObjectType::Appendable,
-                };
-                (Some(base), meta, has_mtime)
+                (Some(crate::fs::write::base_of(&head)), meta, has_mtime)
             }
-            Err(StoreError::NoSuchKey { .. }) => (
-                None,
-                FileMeta {
-                    mode,
-                    uid: inode.attr.uid,
-                    gid: inode.attr.gid,
-                    ..FileMeta::default()
-                },
-                false,
-            ),
+            Err(StoreError::NoSuchKey { .. }) => (None, own_meta(inode, mode), false),
             Err(e) => return Err(self.fail(&format!("HEAD {:?}", inode.key), e)),
         };
         let (id, staging_file) = writes.staging.create().map_err(io_errno)?;
@@ -613,17 +599,9 @@ impl BucketFs {
                 Err(e) => return Err(self.fail(&format!("HEAD {key:?}"), e)),
             }
         };
-        let (mut meta, _) = match &head {
-            Some(h) => from_metadata(&h.metadata, mode, inode.attr.uid, inode.attr.gid),
-            None => (
-                FileMeta {
-                    mode,
-                    uid: inode.attr.uid,
-                    gid: inode.attr.gid,
-                    ..FileMeta::default()
-                },
-                false,
-            ),
+        let mut meta = match &head {
+            Some(h) => from_metadata(&h.metadata, mode, inode.attr.uid, inode.attr.gid).0,
+            None => own_meta(inode, mode),
         };
         if let Some(h) = &head
             && let Some(t) = h
@@ -974,11 +952,7 @@ impl BucketFs {
             }
             self.move_object(&from, to, file.size()).await?;
             match self.store.head_object(to).await {
-                Ok(h) => file.set_base(BaseObject {
-                    etag: h.etag,
-                    size: h.size,
-                    appendable: h.object_type == ObjectType::Appendable,
-                }),
+                Ok(h) => file.set_base(crate::fs::write::base_of(&h)),
                 Err(e) => return Err(self.fail(&format!("HEAD {to:?}"), e)),
             }
             file.with(|st| st.key = to.to_string());
@@ -1281,6 +1255,17 @@ impl BucketFs {
             m.xattrs.remove(&name);
         })
         .await
+    }
+}
+
+/// The metadata of `inode` when its object has none of its own (or there
+/// is no object): its mode and owner as shown.
+fn own_meta(inode: &Inode, mode: u32) -> FileMeta {
+    FileMeta {
+        mode,
+        uid: inode.attr.uid,
+        gid: inode.attr.gid,
+        ..FileMeta::default()
     }
 }
 

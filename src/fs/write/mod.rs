@@ -21,11 +21,22 @@ pub mod stream;
 pub mod upload;
 
 use crate::staging::StagingArea;
+use crate::staging::journal::BaseObject;
+use crate::store::{ObjectMeta, ObjectType};
 use dirty::DirtyFile;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use upload::Uploader;
+
+/// The object a HEAD described, as the base of a dirty file.
+pub fn base_of(head: &ObjectMeta) -> BaseObject {
+    BaseObject {
+        etag: head.etag.clone(),
+        size: head.size,
+        appendable: head.object_type == ObjectType::Appendable,
+    }
+}
 
 /// Tuning of the write path, from the mount options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -31,8 +31,8 @@ use crate::staging::StagingArea;
 use crate::staging::journal::{BaseObject, Record};
 use crate::store::{
     AppendRequest, CompleteMultipartRequest, CompletedPart, CopyRequest, GetRequest,
-    MetadataDirective, ObjectAttributes, ObjectStore, ObjectType, PutRequest, StoreError,
-    StoreResult, UploadPartCopyRequest, UploadPartRequest,
+    MetadataDirective, ObjectAttributes, ObjectStore, PutRequest, StoreError, StoreResult,
+    UploadPartCopyRequest, UploadPartRequest,
 };
 use bytes::{Bytes, BytesMut};
 use std::ops::Range;
@@ -514,11 +514,7 @@ impl Uploader {
                 meta.size
             )));
         }
-        Ok(BaseObject {
-            etag: meta.etag,
-            size,
-            appendable: meta.object_type == ObjectType::Appendable,
-        })
+        Ok(crate::fs::write::base_of(&meta))
     }
 }
 
