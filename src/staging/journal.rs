@@ -15,7 +15,8 @@
 //! 2. **Compaction.** Opening the journal replays it, then rewrites it with
 //!    only the live records (to a temporary file, synced, renamed over the
 //!    journal), so it does not grow across restarts. While running, it is
-//!    emptied whenever nothing is left pending.
+//!    emptied whenever nothing is left pending, and rewritten the same way
+//!    when it grows past a size (a file kept open and fsynced for days).
 //! 3. **Durability.** Records are not fsynced one by one: the promise is
 //!    that a killed daemon loses nothing `close` returned for, and the
 //!    kernel keeps written bytes across a process's death. `sync` exists for
@@ -121,6 +122,11 @@ pub struct Replay {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Bytes in the file (for compaction).
+    len: u64,
+    /// Multipart uploads started and not ended: upload id to key (kept
+    /// across a compaction).
+    multipart: BTreeMap<String, String>,
 }
 
 impl Journal {
@@ -132,31 +138,18 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Replay::default(),
             Err(e) => return Err(e),
         };
-        let tmp = path.with_extension("compacting");
-        {
-            let mut out = File::create(&tmp)?;
-            let mut text = String::new();
-            for state in &replay.staged {
-                text.push_str(&line(&Record::Staged(state.clone())));
-            }
-            for (key, upload_id) in &replay.multipart {
-                text.push_str(&line(&Record::MultipartStarted {
-                    key: key.clone(),
-                    upload_id: upload_id.clone(),
-                }));
-            }
-            out.write_all(text.as_bytes())?;
-            out.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        let file = OpenOptions::new().append(true).open(path)?;
+        let multipart = replay
+            .multipart
+            .iter()
+            .map(|(key, id)| (id.clone(), key.clone()))
+            .collect();
+        let (file, len) = write_compacted(path, &replay.staged, &multipart)?;
         Ok((
             Journal {
                 path: path.to_path_buf(),
                 file,
+                len,
+                multipart,
             },
             replay,
         ))
@@ -164,12 +157,46 @@ impl Journal {
 
     /// Appends one record with a single write (see the module doc).
     pub fn append(&mut self, record: &Record) -> std::io::Result<()> {
-        self.file.write_all(line(record).as_bytes())
+        let text = line(record);
+        self.file.write_all(text.as_bytes())?;
+        self.len += text.len() as u64;
+        match record {
+            Record::MultipartStarted { key, upload_id } => {
+                self.multipart.insert(upload_id.clone(), key.clone());
+            }
+            Record::MultipartEnded { upload_id } => {
+                self.multipart.remove(upload_id);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Forgets every record: called when nothing is pending any more.
     pub fn clear(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)
+        self.file.set_len(0)?;
+        self.len = 0;
+        self.multipart.clear();
+        Ok(())
+    }
+
+    /// Bytes in the journal file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Replaces the journal with `staged` (the latest record of every file
+    /// still owed) and the open multipart uploads (subtle case 2, while
+    /// running).
+    pub fn rewrite(&mut self, staged: &[StagedState]) -> std::io::Result<()> {
+        let (file, len) = write_compacted(&self.path, staged, &self.multipart)?;
+        self.file = file;
+        self.len = len;
+        Ok(())
     }
 
     /// Makes the records written so far durable on disk.
@@ -180,6 +207,38 @@ impl Journal {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Writes `staged` and `multipart` (upload id to key) to a temporary file,
+/// syncs it and renames it over `path`; returns the new file, open for
+/// appending, and its length.
+fn write_compacted(
+    path: &Path,
+    staged: &[StagedState],
+    multipart: &BTreeMap<String, String>,
+) -> std::io::Result<(File, u64)> {
+    let tmp = path.with_extension("compacting");
+    let mut text = String::new();
+    for state in staged {
+        text.push_str(&line(&Record::Staged(state.clone())));
+    }
+    for (upload_id, key) in multipart {
+        text.push_str(&line(&Record::MultipartStarted {
+            key: key.clone(),
+            upload_id: upload_id.clone(),
+        }));
+    }
+    {
+        let mut out = File::create(&tmp)?;
+        out.write_all(text.as_bytes())?;
+        out.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    let file = OpenOptions::new().append(true).open(path)?;
+    Ok((file, text.len() as u64))
 }
 
 fn line(record: &Record) -> String {
@@ -344,6 +403,31 @@ mod tests {
         assert_eq!(again.multipart, replay.multipart);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_rewrite_keeps_what_is_given_and_the_open_uploads() {
+        let dir = temp_dir("rewrite");
+        let path = dir.join("journal");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        for g in 1..100 {
+            j.append(&Record::Staged(state(1, g, "a"))).unwrap();
+        }
+        j.append(&Record::MultipartStarted {
+            key: "big".into(),
+            upload_id: "u9".into(),
+        })
+        .unwrap();
+        let long = j.len();
+        j.rewrite(&[state(1, 99, "a")]).unwrap();
+        assert!(j.len() < long / 10, "{} of {long}", j.len());
+        // Appends go on after the rewrite.
+        j.append(&Record::Staged(state(2, 1, "b"))).unwrap();
+        drop(j);
+        let (_, replay) = Journal::open(&path).unwrap();
+        assert_eq!(replay.staged, vec![state(1, 99, "a"), state(2, 1, "b")]);
+        assert_eq!(replay.multipart, vec![("big".into(), "u9".into())]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 /// on a small disk (1/64 of it).
 const RESERVE_MAX: u64 = 256 << 20;
 
+/// Journal size past which it is rewritten with only its live records.
+pub const JOURNAL_COMPACT_AT: u64 = 16 << 20;
+
 /// How long a free-space reading is trusted: statvfs on every 4 KiB write
 /// would cost more than the write.
 const FREE_SPACE_TTL: Duration = Duration::from_millis(500);
@@ -173,6 +176,21 @@ impl StagingArea {
     /// Appends `record` to the journal.
     pub fn record(&self, record: &Record) -> std::io::Result<()> {
         self.journal.lock().append(record)
+    }
+
+    /// Rewrites the journal with only what is still owed once it holds
+    /// more than [`JOURNAL_COMPACT_AT`] bytes; `live` gives the latest
+    /// record of every file still owed (called under the journal's lock,
+    /// so nothing appended meanwhile is lost).
+    pub fn compact_journal_if_large(
+        &self,
+        live: impl FnOnce() -> Vec<journal::StagedState>,
+    ) -> std::io::Result<()> {
+        let mut journal = self.journal.lock();
+        if journal.len() < JOURNAL_COMPACT_AT {
+            return Ok(());
+        }
+        journal.rewrite(&live())
     }
 
     /// Empties the journal (nothing is pending).

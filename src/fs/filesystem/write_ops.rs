@@ -473,12 +473,19 @@ impl BucketFs {
     /// generation that upload will cover.
     pub(super) fn stage(&self, file: &Arc<DirtyFile>, ino: Option<u64>) -> FsResult<u64> {
         let writes = self.writes()?;
-        if let Some(record) = file.journal_record()
-            && let Err(e) = writes.staging.record(&Record::Staged(record))
-        {
-            file.journal_failed();
-            warn!(key = %file.key(), "cannot write the staging journal: {e}");
-            return Err(io_errno(e));
+        if let Some(record) = file.journal_record() {
+            if let Err(e) = writes.staging.record(&Record::Staged(record)) {
+                file.journal_failed();
+                warn!(key = %file.key(), "cannot write the staging journal: {e}");
+                return Err(io_errno(e));
+            }
+            if let Err(e) = writes
+                .staging
+                .compact_journal_if_large(|| writes.owed_records())
+            {
+                // The long journal stays valid; compaction is tried again.
+                warn!("cannot compact the staging journal: {e}");
+            }
         }
         self.schedule(file, ino);
         Ok(file.generation())

@@ -102,6 +102,8 @@ pub struct DirtyState {
     pub unlinked: bool,
     /// An upload task owns the file (see [`DirtyFile::claim_task`]).
     task_running: bool,
+    /// The last record written to the journal (kept for its compaction).
+    last_record: Option<StagedState>,
 }
 
 /// What an upload of one generation works from.
@@ -182,7 +184,7 @@ impl DirtyFile {
 
     /// A dirty file rebuilt from its journal record after a restart.
     pub fn recover(file: File, staged: StagedState) -> DirtyFile {
-        let mut st = DirtyState::empty(staged.key, staged.meta);
+        let mut st = DirtyState::empty(staged.key.clone(), staged.meta.clone());
         for &(s, e) in &staged.dirty {
             if s < e {
                 st.dirty.insert(s..e);
@@ -191,11 +193,12 @@ impl DirtyFile {
         st.local = st.dirty.clone();
         st.claimed = total(&st.dirty);
         st.size = staged.size;
-        st.base = staged.base;
+        st.base = staged.base.clone();
         st.base_valid = staged.base_valid;
         st.meta_changed = true;
         st.generation = staged.generation;
         st.journaled = staged.generation;
+        st.last_record = Some(staged.clone());
         DirtyFile::with_state(staged.id, file, st)
     }
 
@@ -356,7 +359,7 @@ impl DirtyFile {
             return None;
         }
         st.journaled = st.generation;
-        Some(StagedState {
+        let record = StagedState {
             id: self.id,
             generation: st.generation,
             key: st.key.clone(),
@@ -365,7 +368,17 @@ impl DirtyFile {
             base_valid: st.base_valid,
             dirty: st.dirty.iter().map(|r| (r.start, r.end)).collect(),
             meta: st.meta.clone(),
-        })
+        };
+        st.last_record = Some(record.clone());
+        Some(record)
+    }
+
+    /// The last journal record of a file whose upload is still owed (for a
+    /// compaction of the journal).
+    pub fn owed_record(&self) -> Option<StagedState> {
+        let st = self.state.lock();
+        let owed = !st.unlinked && st.journaled > self.progress.borrow().uploaded;
+        owed.then(|| st.last_record.clone()).flatten()
     }
 
     /// What a close does, for tests: stage the current generation, then
@@ -591,6 +604,7 @@ impl DirtyState {
             handles: 0,
             unlinked: false,
             task_running: false,
+            last_record: None,
         }
     }
 
@@ -792,6 +806,26 @@ mod tests {
             },
         );
         assert_eq!(waiter.await.unwrap(), Ok(()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn owed_records_last_until_the_upload() {
+        let (a, dir) = area("owed");
+        let f = file(&a, None, true);
+        f.write(&a, 0, b"abc").unwrap();
+        assert_eq!(f.owed_record(), None, "nothing staged by a close yet");
+        let snap = f.stage_and_begin().unwrap();
+        assert_eq!(f.owed_record().map(|r| r.size), Some(3));
+        f.finish_upload(
+            snap.generation,
+            BaseObject {
+                etag: "e".into(),
+                size: 3,
+                appendable: false,
+            },
+        );
+        assert_eq!(f.owed_record(), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -146,6 +146,13 @@ impl Writes {
         out
     }
 
+    /// The journal records of every file whose upload is still owed.
+    pub fn owed_records(&self) -> Vec<crate::staging::journal::StagedState> {
+        let mut files: Vec<Arc<DirtyFile>> = self.by_ino.lock().values().cloned().collect();
+        files.extend(self.recovered.lock().values().cloned());
+        files.iter().filter_map(|f| f.owed_record()).collect()
+    }
+
     /// Whether no dirty file is left at all (the journal may be emptied).
     pub fn is_empty(&self) -> bool {
         self.by_ino.lock().is_empty() && self.recovered.lock().is_empty()
