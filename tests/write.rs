@@ -366,6 +366,15 @@ fn write_suite(provider: Provider) {
         Some(libc::EOPNOTSUPP),
         "{ctx}: non-user xattr"
     );
+    // Other namespaces are "not supported", which `ls -l` remembers per
+    // mount instead of asking about SELinux labels and ACLs for every file.
+    for name in ["security.selinux", "system.posix_acl_access"] {
+        assert_eq!(
+            errno_of(get_xattr(&m.path("meta.txt"), name)),
+            Some(libc::EOPNOTSUPP),
+            "{ctx}: {name}"
+        );
+    }
     set_xattr(&m.path("meta.txt"), "user.gone", b"1", 0).unwrap();
     let path = c_path(&m.path("meta.txt"));
     let name = CString::new("user.gone").unwrap();
