@@ -180,4 +180,8 @@ impl Readiness for DemoReadiness {
     }
 
     fn failed(&mut self, _message: &str) {}
+
+    fn waiting(&mut self, message: &str) {
+        eprintln!("bucketfs demo: {message}");
+    }
 }

@@ -1,7 +1,7 @@
 //! The `bucketfs` command.
 //!
 //! `bucketfs mount` mounts a bucket; `bucketfs stats` shows what a mount
-//! is doing; `bucketfs emulator` runs the local object-store server;
+//! is doing; `bucketfs umount` unmounts and waits for its uploads; `bucketfs emulator` runs the local object-store server;
 //! `bucketfs demo` mounts a sample bucket served by the emulator (the quick
 //! start). Started as `mount.bucketfs`, or as `bucketfs SOURCE DIR` by
 //! mount.fuse3, it mounts too (`mount::helper`).
@@ -36,6 +36,9 @@ enum Command {
     /// Show what a mount is doing: pending uploads, staging and cache use,
     /// requests and errors per operation.
     Stats(StatsArgs),
+    /// Unmount, then wait until every staged write is uploaded and the
+    /// daemon has exited, showing what is left.
+    Umount(UmountArgs),
     /// Quick start: serve a sample bucket from the built-in emulator and
     /// mount it (default at $TMPDIR/bucketfs-demo) until Ctrl-C.
     Demo(DemoArgs),
@@ -73,6 +76,18 @@ struct StatsArgs {
     /// Print the raw JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct UmountArgs {
+    /// The mount point of a running bucketfs mount.
+    mount_point: std::path::PathBuf,
+    /// Detach a busy mount (open files are served until closed).
+    #[arg(short = 'l', long)]
+    lazy: bool,
+    /// Stop waiting after this many seconds (the uploads go on).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -142,6 +157,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Mount(args) => mount_command(args, &invocation),
         Command::Stats(args) => stats_command(args),
+        Command::Umount(args) => {
+            let req = bucketfs::mount::umount::UmountRequest {
+                mount_point: args.mount_point,
+                lazy: args.lazy,
+                timeout: args.timeout.map(std::time::Duration::from_secs),
+            };
+            match bucketfs::mount::umount::umount(&req) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("bucketfs umount: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo(args) => {
             init_logging();
             let at = args

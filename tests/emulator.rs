@@ -604,3 +604,143 @@ async fn a_data_directory_keeps_objects_across_restarts() {
     drop(emu);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A part source over memory whose bytes can change between reads.
+#[derive(Debug)]
+struct ChangingSource {
+    data: parking_lot::Mutex<Vec<u8>>,
+    /// After this many reads of the last chunk, the data changes once.
+    change_after: parking_lot::Mutex<Option<usize>>,
+}
+
+impl PartSource for ChangingSource {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let data = self.data.lock();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = data.get(offset as usize + i).copied().unwrap_or(0);
+        }
+        drop(data);
+        let mut change = self.change_after.lock();
+        if let Some(n) = change.as_mut() {
+            if *n == 0 {
+                // The last byte: a chunk still to be read holds it.
+                let mut data = self.data.lock();
+                let last = data.len() - 1;
+                data[last] ^= 0xff;
+                *change = None;
+            } else {
+                *n -= 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn streamed_parts_upload_from_a_source_in_every_signature() {
+    // 2.5 chunks, so the body is sent in three frames; the source reads
+    // zeros past its end.
+    let len = STREAM_CHUNK * 5 / 2;
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    for version in SignatureVersion::ALL {
+        let provider = provider_of(version);
+        let emu = start(provider, &["bkt"]).await;
+        let store = signed(&emu, Dialect::new(provider).with_signature(version), "bkt");
+        let ctx = format!("{version:?}");
+        let id = store
+            .create_multipart_upload("big", &ObjectAttributes::default())
+            .await
+            .unwrap();
+        let source = std::sync::Arc::new(ChangingSource {
+            data: parking_lot::Mutex::new(data.clone()),
+            change_after: parking_lot::Mutex::new(None),
+        });
+        let part = store
+            .upload_part_streamed(&StreamedPartRequest {
+                key: "big".into(),
+                upload_id: id.clone(),
+                part_number: 1,
+                source: source.clone(),
+                range: 0..len as u64 + 100,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: streamed part: {e}"));
+        store
+            .complete_multipart_upload(&CompleteMultipartRequest {
+                key: "big".into(),
+                upload_id: id,
+                parts: vec![part],
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: complete: {e}"));
+        let mut want = data.clone();
+        want.extend(std::iter::repeat_n(0u8, 100));
+        assert!(
+            read_all(&store, "big").await[..] == want[..],
+            "{ctx}: bytes differ"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_part_whose_source_changes_is_digested_and_sent_again() {
+    let emu = start(Provider::S3, &["bkt"]).await;
+    let mut config = HttpStoreConfig::new(
+        &emu.url,
+        "bkt",
+        Dialect::new(Provider::S3),
+        Credentials::new(AK, SK),
+    );
+    config.region = "local".into();
+    config.path_style = true;
+    config.retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(5),
+    };
+    let store = HttpStore::new(config).unwrap();
+    let len = STREAM_CHUNK * 2;
+    let source = std::sync::Arc::new(ChangingSource {
+        data: parking_lot::Mutex::new(vec![7u8; len]),
+        // The digest pass reads 2 chunks, the send pass's first read
+        // changes the second chunk, which it reads next.
+        change_after: parking_lot::Mutex::new(Some(2)),
+    });
+    let id = store
+        .create_multipart_upload("k", &ObjectAttributes::default())
+        .await
+        .unwrap();
+    let part = store
+        .upload_part_streamed(&StreamedPartRequest {
+            key: "k".into(),
+            upload_id: id.clone(),
+            part_number: 1,
+            source: source.clone(),
+            range: 0..len as u64,
+        })
+        .await
+        .expect("the second attempt sends the new bytes");
+    store
+        .complete_multipart_upload(&CompleteMultipartRequest {
+            key: "k".into(),
+            upload_id: id,
+            parts: vec![part],
+        })
+        .await
+        .unwrap();
+    let got = read_all(&store, "k").await;
+    assert_eq!(got[len - 1], 7 ^ 0xff, "the bytes as they are now");
+    assert!(got[..len - 1].iter().all(|&b| b == 7));
+    // The emulator never saw the first attempt whole; the client counts it.
+    let counts = store.request_counts();
+    let parts = &counts["UploadPart"];
+    assert_eq!((parts.requests, parts.errors), (2, 1), "{parts:?}");
+    assert!(
+        parts
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("changed"),
+        "{parts:?}"
+    );
+}

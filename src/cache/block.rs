@@ -48,6 +48,13 @@
 //! 7. **Hits and misses count `get` calls,** not bytes: they measure how
 //!    often the read path found a block ready, which is what a hit ratio in
 //!    a benchmark report needs.
+//! 8. **Blocks being fetched are bounded too.** Every handle's readahead
+//!    window is capped, but the number of handles is the user's: 64
+//!    readers with 64 MiB windows would hold 4 GiB of fetches in flight.
+//!    Fetches take [`BlockCache::reserve_fetch`] permits first, one per
+//!    block, `capacity / block_size` in all, so blocks in flight never pass
+//!    the cache's capacity either; a fetch waits (it is never refused)
+//!    until earlier ones land.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -103,6 +110,9 @@ pub struct BlockCache {
     capacity: u64,
     block_size: u64,
     inner: Mutex<Inner>,
+    /// Blocks that fetches may hold in flight (subtle case 8).
+    fetching: Arc<tokio::sync::Semaphore>,
+    fetch_permits: u64,
 }
 
 struct Entry {
@@ -151,9 +161,12 @@ impl BlockCache {
     /// If `block_size` is 0 (no object could be split into blocks).
     pub fn new(capacity_bytes: u64, block_size: u64) -> Self {
         assert!(block_size > 0, "block size must be positive");
+        let fetch_permits = (capacity_bytes / block_size).clamp(1, u32::MAX as u64 >> 3);
         BlockCache {
             capacity: capacity_bytes,
             block_size,
+            fetching: Arc::new(tokio::sync::Semaphore::new(fetch_permits as usize)),
+            fetch_permits,
             inner: Mutex::new(Inner {
                 entries: BTreeMap::new(),
                 recency: BTreeMap::new(),
@@ -169,6 +182,18 @@ impl BlockCache {
     /// Size of a (non-final) block in bytes.
     pub fn block_size(&self) -> u64 {
         self.block_size
+    }
+
+    /// Waits until `blocks` more blocks may be in flight (subtle case 8);
+    /// they may while the permit lives. A fetch larger than the whole
+    /// budget takes all of it.
+    pub async fn reserve_fetch(&self, blocks: u64) -> tokio::sync::OwnedSemaphorePermit {
+        let n = blocks.clamp(1, self.fetch_permits) as u32;
+        self.fetching
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("the fetch budget is never closed")
     }
 
     /// Upper bound on cached payload bytes.

@@ -746,6 +746,7 @@ impl BucketFs {
     pub fn stats(&self) -> crate::fs::stats::Stats {
         let mut s = crate::fs::stats::Stats {
             bucket: self.store.bucket().to_string(),
+            pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
             open_files: self.handles.lock().len() as u64,
             inodes: self.inodes.lock().len() as u64,

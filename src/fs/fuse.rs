@@ -356,6 +356,20 @@ impl fuser::Filesystem for FuseAdapter {
         }
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.run("fallocate", |fs| fs.fallocate(fh.0, offset, length, mode));
+        empty(reply, result.unwrap_or(Err(libc::EIO)));
+    }
+
     fn create(
         &self,
         req: &Request,

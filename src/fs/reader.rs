@@ -475,6 +475,8 @@ impl Shared {
     /// One pinned ranged GET of `blocks`, validated and cut into blocks that
     /// own their memory (subtle cases 1 and 10).
     async fn fetch(&self, blocks: &Range<u64>) -> StoreResult<Arc<[Bytes]>> {
+        // Held until the blocks are returned (block.rs, subtle case 8).
+        let _budget = self.cache.reserve_fetch(blocks.end - blocks.start).await;
         let range = self.byte_range(blocks);
         let req = GetRequest {
             key: self.key.clone(),

@@ -21,6 +21,9 @@ pub const STATS_XATTR: &str = "user.bucketfs.stats";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub bucket: String,
+    /// The daemon's process id (`bucketfs umount` waits for it to end).
+    #[serde(default)]
+    pub pid: u32,
     pub uptime_secs: u64,
     /// Files whose staged data awaits upload, and their bytes.
     pub pending_uploads: u64,

@@ -12,6 +12,9 @@
 //! 2. **One pipe carries the verdict.** The child writes `ready` or
 //!    `error <message>` to the file descriptor named by
 //!    [`READY_FD_ENV`]; the parent prints the message and exits non-zero.
+//!    Before it, `wait <message>` lines say what the child waits for (an
+//!    earlier daemon still uploading, staging/handover.rs); the parent
+//!    prints them on its stderr as they come.
 //!    A child that dies without a word (killed, crashed) closes the pipe,
 //!    and the parent reports its exit status instead of hanging.
 //! 3. **The child's output goes to /dev/null** once detached; it logs to
@@ -21,7 +24,7 @@
 use crate::mount::run::Readiness;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -63,8 +66,16 @@ pub fn spawn_detached(args: &[OsString]) -> Result<(), String> {
         .map_err(|e| format!("cannot start the mount process: {e}"))?;
     // Our copy of the write end must go, or EOF never comes.
     drop(writer);
+    // `wait` lines are progress for the user (subtle case 2); the last
+    // line is the verdict.
     let mut verdict = String::new();
-    let _ = reader.read_to_string(&mut verdict);
+    for line in std::io::BufReader::new(&mut reader).lines() {
+        let Ok(line) = line else { break };
+        match line.strip_prefix("wait ") {
+            Some(message) => eprintln!("bucketfs: {message}"),
+            None => verdict = line,
+        }
+    }
     let verdict = verdict.trim();
     if verdict == "ready" {
         return Ok(());
@@ -106,6 +117,7 @@ impl ReadyPipe {
         Some(ReadyPipe { pipe: Some(pipe) })
     }
 
+    /// Sends the verdict; nothing is sent after it.
     fn send(&mut self, line: &str) {
         if let Some(mut pipe) = self.pipe.take() {
             let _ = pipe.write_all(line.as_bytes());
@@ -120,5 +132,12 @@ impl Readiness for ReadyPipe {
 
     fn failed(&mut self, message: &str) {
         self.send(&format!("error {message}\n"));
+    }
+
+    fn waiting(&mut self, message: &str) {
+        tracing::info!("{message}");
+        if let Some(pipe) = &mut self.pipe {
+            let _ = pipe.write_all(format!("wait {message}\n").as_bytes());
+        }
     }
 }

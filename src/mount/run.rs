@@ -29,7 +29,7 @@ use crate::fs::write::upload::Uploader;
 use crate::fs::write::{WriteConfig, Writes};
 use crate::mount::config::MountConfig;
 use crate::mount::mountpoint::check_mount_point;
-use crate::staging::StagingArea;
+use crate::staging::handover::open_waiting;
 use crate::store::http::HttpStore;
 use crate::store::retry::RetryPolicy;
 use crate::store::{ListRequest, ObjectStore, StoreError};
@@ -46,6 +46,8 @@ const PROBE_ATTEMPTS: u32 = 2;
 pub trait Readiness {
     fn ready(&mut self, mount_point: &Path);
     fn failed(&mut self, message: &str);
+    /// The mount waits for something (an earlier daemon's uploads).
+    fn waiting(&mut self, message: &str);
 }
 
 /// Reports to the terminal only.
@@ -61,6 +63,10 @@ impl Readiness for Terminal {
         ]);
     }
     fn failed(&mut self, _message: &str) {}
+    fn waiting(&mut self, message: &str) {
+        info!("{message}");
+        notify(&[sd_notify::NotifyState::Status(message)]);
+    }
 }
 
 /// Tells systemd about the service's state; nothing when not started by
@@ -112,7 +118,15 @@ fn mount_and_serve(
     } else {
         let dir = config.staging_dir(&|name| std::env::var(name).ok());
         let limit = config.options.staging_max.unwrap_or(u64::MAX);
-        let (area, replay) = StagingArea::open(&dir, limit).map_err(|e| e.to_string())?;
+        // `umount && mount`: an earlier daemon still uploading from this
+        // directory is waited for (staging/handover.rs).
+        let (area, replay) = open_waiting(
+            &dir,
+            limit,
+            &crate::mount::mountpoint::is_mount_point,
+            &mut |message| readiness.waiting(message),
+        )
+        .map_err(|e| e.to_string())?;
         info!(
             "staging written data in {} ({} file(s) left by the previous run)",
             dir.display(),
@@ -129,6 +143,7 @@ fn mount_and_serve(
         ));
     }
     let store: Arc<dyn ObjectStore> = http;
+    let staging_area = staging.as_ref().map(|(area, _)| area.clone());
     let (writes, replay) = match staging {
         Some((area, replay)) => {
             let o = &config.options;
@@ -154,6 +169,9 @@ fn mount_and_serve(
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
     let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config))
         .map_err(|e| mount_error(&mount_point, e))?;
+    if let Some(area) = &staging_area {
+        area.announce(&mount_point);
+    }
     let mut unmounter = session.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let serving = std::thread::Builder::new()

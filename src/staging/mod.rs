@@ -25,6 +25,7 @@
 //!    `limit`. The disk's own ENOSPC is passed on the same way. Either way
 //!    the write fails whole, and what was staged before is untouched.
 
+pub mod handover;
 pub mod journal;
 
 use journal::{Journal, Record, Replay};
@@ -45,6 +46,12 @@ pub const JOURNAL_COMPACT_AT: u64 = 16 << 20;
 /// would cost more than the write.
 const FREE_SPACE_TTL: Duration = Duration::from_millis(500);
 
+/// Bytes a file occupies on disk (its holes take none).
+pub fn allocated(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks().saturating_mul(512)
+}
+
 /// Why a staging directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StagingError {
@@ -57,6 +64,15 @@ pub enum StagingError {
         "staging directory {path} is in use by another bucketfs process (one daemon per directory; give this mount another cache_dir)"
     )]
     Busy { path: PathBuf },
+    #[error(
+        "staging directory {path} is in use by bucketfs process {pid}, which serves {mount_point} (one daemon per directory: unmount it first, or give this mount another cache_dir)",
+        mount_point = mount_point.display()
+    )]
+    Serving {
+        path: PathBuf,
+        pid: u32,
+        mount_point: PathBuf,
+    },
 }
 
 /// An open staging directory.
@@ -71,7 +87,8 @@ pub struct StagingArea {
     staged: AtomicU64,
     reserve: u64,
     free: Mutex<Option<(Instant, u64)>>,
-    _lock: File,
+    /// Held (flock) for the area's life; holds a [`handover::Holder`].
+    lock: File,
 }
 
 impl StagingArea {
@@ -99,6 +116,8 @@ impl StagingArea {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
+        // A drain status left by a daemon that died while draining.
+        let _ = std::fs::remove_file(dir.join("draining"));
         let (journal, replay) = Journal::open(&dir.join("journal")).map_err(io)?;
         let live: std::collections::HashSet<u64> = replay.staged.iter().map(|s| s.id).collect();
         let mut staged = 0;
@@ -110,7 +129,9 @@ impl StagingArea {
                 .and_then(|n| n.parse::<u64>().ok());
             match id {
                 Some(id) if live.contains(&id) => {
-                    staged += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    // Allocated bytes, not the length: staged files are
+                    // sparse (a truncate up stages no bytes).
+                    staged += entry.metadata().map(|m| allocated(&m)).unwrap_or(0);
                 }
                 _ => {
                     let _ = std::fs::remove_file(entry.path());
@@ -118,19 +139,24 @@ impl StagingArea {
             }
         }
         let total = fs_total_space(dir).unwrap_or(0);
-        Ok((
-            StagingArea {
-                dir: dir.to_path_buf(),
-                journal: Mutex::new(journal),
-                next_id: AtomicU64::new(replay.next_id.max(1)),
-                limit,
-                staged: AtomicU64::new(staged),
-                reserve: RESERVE_MAX.min(total / 64),
-                free: Mutex::new(None),
-                _lock: lock,
-            },
-            replay,
-        ))
+        let area = StagingArea {
+            dir: dir.to_path_buf(),
+            journal: Mutex::new(journal),
+            next_id: AtomicU64::new(replay.next_id.max(1)),
+            limit,
+            staged: AtomicU64::new(staged),
+            reserve: RESERVE_MAX.min(total / 64),
+            free: Mutex::new(None),
+            lock,
+        };
+        area.write_lock_note(
+            &serde_json::to_string(&handover::Holder {
+                pid: std::process::id(),
+                mount_point: None,
+            })
+            .expect("a holder serializes"),
+        );
+        Ok((area, replay))
     }
 
     pub fn dir(&self) -> &Path {
@@ -215,6 +241,13 @@ impl StagingArea {
             return Err(libc::ENOSPC);
         }
         Ok(())
+    }
+
+    /// Replaces the contents of the lock file with `line` (handover.rs).
+    fn write_lock_note(&self, line: &str) {
+        use std::os::unix::fs::FileExt;
+        let _ = self.lock.set_len(0);
+        let _ = self.lock.write_all_at(format!("{line}\n").as_bytes(), 0);
     }
 
     /// Gives back `bytes` claimed earlier.

@@ -116,7 +116,21 @@ pub struct Dialect {
     pub list_plus_is_space: bool,
     /// Symlink targets travel percent-encoded (OSS) rather than raw (COS).
     pub symlink_target_encoded: bool,
+    /// The largest object the service accepts: a file may not grow past it
+    /// (EFBIG). See [`S3_MAX_OBJECT`] and [`MULTIPART_MAX_OBJECT`].
+    pub max_object_size: u64,
 }
+
+/// S3's largest object, 5 TiB (the AWS S3 user guide); also what any
+/// S3-compatible store can be assumed to take.
+pub const S3_MAX_OBJECT: u64 = 5 << 40;
+
+/// OSS, OBS and COS: a multipart upload of at most 10,000 parts of at most
+/// 5 GiB (OSS reference 8.3 UploadPart: "Valid values: 1 to 10000", "The
+/// size of a part ranges from 100 KB to 5 GB"; COS SDK: "The maximum
+/// number of parts to be uploaded is 10,000"), about 48.8 TiB, which their
+/// documents give as the largest object.
+pub const MULTIPART_MAX_OBJECT: u64 = 10_000 * (5 << 30);
 
 impl Dialect {
     /// The dialect of `provider` with its default signature.
@@ -138,6 +152,7 @@ impl Dialect {
                 bucket_probe: BucketProbe::HeadBucket,
                 list_plus_is_space: true,
                 symlink_target_encoded: false,
+                max_object_size: S3_MAX_OBJECT,
             },
             Provider::Oss => Dialect {
                 provider,
@@ -154,6 +169,7 @@ impl Dialect {
                 bucket_probe: BucketProbe::OssBucketInfo,
                 list_plus_is_space: false,
                 symlink_target_encoded: true,
+                max_object_size: MULTIPART_MAX_OBJECT,
             },
             Provider::Obs => Dialect {
                 provider,
@@ -169,6 +185,7 @@ impl Dialect {
                 bucket_probe: BucketProbe::HeadBucket,
                 list_plus_is_space: false,
                 symlink_target_encoded: false,
+                max_object_size: MULTIPART_MAX_OBJECT,
             },
             Provider::Cos => Dialect {
                 provider,
@@ -185,6 +202,7 @@ impl Dialect {
                 bucket_probe: BucketProbe::HeadBucket,
                 list_plus_is_space: true,
                 symlink_target_encoded: false,
+                max_object_size: MULTIPART_MAX_OBJECT,
             },
         }
     }

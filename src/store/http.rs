@@ -28,7 +28,8 @@ use super::dialect::{BucketProbe, CopySourceForm, Dialect, RenameForm};
 use super::encode;
 use super::error::{StoreError, StoreResult, require};
 use super::retry::{RetryPolicy, is_retryable};
-use super::sign::{RequestParts, Signer};
+use super::sign::{RequestParts, SignatureVersion, Signer};
+use super::streamed::SourceBody;
 use super::types::*;
 use super::xml;
 use async_trait::async_trait;
@@ -86,6 +87,9 @@ struct Call {
     query: Vec<(String, Option<String>)>,
     headers: Vec<(String, String)>,
     body: Bytes,
+    /// A body streamed from a local source instead of `body`, with the
+    /// digests of its first pass (streamed.rs).
+    streamed: Option<(Arc<dyn PartSource>, std::ops::Range<u64>, SourceDigests)>,
     /// A 200 response may still carry an `<Error>` body (copy, complete).
     error_in_body: bool,
     /// Deliver a successful body as buffers of this size ([`Reply::blocks`]).
@@ -101,6 +105,7 @@ impl Call {
             query: Vec::new(),
             headers: Vec::new(),
             body: Bytes::new(),
+            streamed: None,
             error_in_body: false,
             block_size: None,
         }
@@ -282,11 +287,23 @@ impl HttpStore {
         // Content-Length is signed by some algorithms (COS), so it is named
         // only when the transport is sure to send it: hyper omits it for an
         // empty body.
-        if !call.body.is_empty() {
-            parts.set_header("content-length", call.body.len().to_string());
+        let body_len = match &call.streamed {
+            Some((_, range, _)) => range.end - range.start,
+            None => call.body.len() as u64,
+        };
+        if body_len > 0 {
+            parts.set_header("content-length", body_len.to_string());
         }
         let now = unix_now();
-        let payload_hash = super::sign::sha256_hex(&call.body);
+        // Only SigV4 signs the payload's hash: hashing every body for the
+        // other algorithms would cost CPU for nothing.
+        let payload_hash = match (&call.streamed, self.dialect.signature) {
+            (Some((_, _, digests)), SignatureVersion::S3V4) => {
+                digests.sha256_hex.clone().unwrap_or_default()
+            }
+            (None, SignatureVersion::S3V4) => super::sign::sha256_hex(&call.body),
+            _ => String::new(),
+        };
         {
             let creds = self.credentials.read();
             self.signer.sign(&mut parts, &creds, now, &payload_hash);
@@ -307,11 +324,24 @@ impl HttpStore {
                 .map_err(|_| StoreError::InvalidRequest(format!("bad value for header {name}")))?;
             headers.append(name, value);
         }
+        let body = match &call.streamed {
+            Some((source, range, digests)) => {
+                // A streamed body has no length of its own for the
+                // transport: say it, or it would be sent chunked.
+                headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(body_len));
+                reqwest::Body::wrap(SourceBody::new(
+                    source.clone(),
+                    range.clone(),
+                    digests.md5_base64.clone(),
+                ))
+            }
+            None => reqwest::Body::from(call.body.clone()),
+        };
         let response = self
             .client
             .request(call.method.clone(), &url)
             .headers(headers)
-            .body(call.body.clone())
+            .body(body)
             .send()
             .await
             .map_err(transport_error)?;
@@ -729,6 +759,17 @@ fn body_error(e: reqwest::Error) -> StoreError {
     }
 }
 
+/// The part an UploadPart reply describes.
+fn part_etag(reply: &Reply, part_number: u32) -> StoreResult<CompletedPart> {
+    let etag = xml::unquote_etag(reply.header("etag").unwrap_or_default());
+    if etag.is_empty() {
+        return Err(StoreError::InvalidResponse(
+            "UploadPart returned no ETag".into(),
+        ));
+    }
+    Ok(CompletedPart { part_number, etag })
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -932,16 +973,46 @@ impl ObjectStore for HttpStore {
             .body(req.body.clone());
         let reply = self.execute(&call).await?;
         self.verify_crc64(&reply, &req.body)?;
-        let etag = xml::unquote_etag(reply.header("etag").unwrap_or_default());
-        if etag.is_empty() {
-            return Err(StoreError::InvalidResponse(
-                "UploadPart returned no ETag".into(),
-            ));
+        part_etag(&reply, req.part_number)
+    }
+
+    async fn upload_part_streamed(&self, req: &StreamedPartRequest) -> StoreResult<CompletedPart> {
+        let with_sha256 = self.dialect.signature == SignatureVersion::S3V4;
+        let mut attempt = 1;
+        loop {
+            // Digested again on every attempt (streamed.rs, subtle case 2).
+            let (source, range) = (req.source.clone(), req.range.clone());
+            let digests =
+                tokio::task::spawn_blocking(move || digest_source(&*source, range, with_sha256))
+                    .await
+                    .map_err(|e| StoreError::Transport(format!("digest task failed: {e}")))?
+                    .map_err(|e| StoreError::Transport(format!("reading the part's data: {e}")))?;
+            let mut call = Call::new(Operation::UploadPart, reqwest::Method::PUT, Some(&req.key))
+                .query("partNumber", req.part_number.to_string())
+                .query("uploadId", req.upload_id.clone())
+                .header("Content-MD5", digests.md5_base64.clone());
+            let crc = digests.crc64;
+            call.streamed = Some((req.source.clone(), req.range.clone(), digests));
+            match self.attempt(&call).await {
+                Ok(reply) => {
+                    if let Some(returned) = self.crc64(&reply)
+                        && returned != crc
+                    {
+                        return Err(StoreError::Integrity(format!(
+                            "server CRC64 {returned} differs from the uploaded data's {crc}"
+                        )));
+                    }
+                    return part_etag(&reply, req.part_number);
+                }
+                Err(err) if is_retryable(&err) && self.retry.allows_another(attempt) => {
+                    let wait = self.retry.delay(attempt, fastrand::f64());
+                    tracing::debug!(op = "UploadPart", attempt, ?wait, error = %err, "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
         }
-        Ok(CompletedPart {
-            part_number: req.part_number,
-            etag,
-        })
     }
 
     async fn upload_part_copy(&self, req: &UploadPartCopyRequest) -> StoreResult<CompletedPart> {

@@ -17,6 +17,7 @@ pub mod http;
 pub mod memory;
 pub mod retry;
 pub mod sign;
+pub mod streamed;
 pub mod types;
 pub mod xml;
 
@@ -93,6 +94,22 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<String>;
 
     async fn upload_part(&self, req: &UploadPartRequest) -> StoreResult<CompletedPart>;
+
+    /// UploadPart with the body read from a local source while it is sent
+    /// (bounded memory whatever the part's size). The default reads the
+    /// part into memory and calls [`ObjectStore::upload_part`]: right for
+    /// stores that hold bodies in memory anyway.
+    async fn upload_part_streamed(&self, req: &StreamedPartRequest) -> StoreResult<CompletedPart> {
+        let body = read_source(&*req.source, req.range.clone())
+            .map_err(|e| StoreError::Transport(format!("reading the part's data: {e}")))?;
+        self.upload_part(&UploadPartRequest {
+            key: req.key.clone(),
+            upload_id: req.upload_id.clone(),
+            part_number: req.part_number,
+            body,
+        })
+        .await
+    }
 
     async fn upload_part_copy(&self, req: &UploadPartCopyRequest) -> StoreResult<CompletedPart>;
 

@@ -177,6 +177,81 @@ pub struct UploadPartRequest {
     pub body: Bytes,
 }
 
+/// Where the bytes of a streamed upload come from: a local file (a staged
+/// file, see `fs::write`) read at offsets when the request is sent, as
+/// often as a retry needs, so a part is never held whole in memory.
+pub trait PartSource: Send + Sync + std::fmt::Debug {
+    /// Fills `buf` with the bytes at `offset` (zeros past the source's end).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+/// UploadPart with the body read from `source` in bounded chunks
+/// ([`STREAM_CHUNK`]) while it is sent.
+#[derive(Clone, Debug)]
+pub struct StreamedPartRequest {
+    pub key: String,
+    pub upload_id: String,
+    /// 1..=10000.
+    pub part_number: u32,
+    pub source: std::sync::Arc<dyn PartSource>,
+    /// The bytes of `source` that make the part.
+    pub range: Range<u64>,
+}
+
+/// Bytes read from a [`PartSource`] at a time: what a streamed part holds
+/// in memory per request (plus the transport's own buffers).
+pub const STREAM_CHUNK: usize = 1 << 20;
+
+/// Reads `range` of `source` into one buffer (for stores that keep bodies
+/// in memory anyway, such as [`super::memory::MemoryStore`]).
+pub fn read_source(source: &dyn PartSource, range: Range<u64>) -> std::io::Result<Bytes> {
+    let len = usize::try_from(range.end - range.start)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    let mut buf = vec![0u8; len];
+    source.read_at(&mut buf, range.start)?;
+    Ok(Bytes::from(buf))
+}
+
+/// The digests of a streamed body, from one pass over it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceDigests {
+    /// Base64 MD5 (`Content-MD5`).
+    pub md5_base64: String,
+    /// Hex SHA-256, when asked for (SigV4's payload hash).
+    pub sha256_hex: Option<String>,
+    pub crc64: u64,
+}
+
+/// Reads `range` of `source` in [`STREAM_CHUNK`] pieces and digests it.
+pub fn digest_source(
+    source: &dyn PartSource,
+    range: Range<u64>,
+    with_sha256: bool,
+) -> std::io::Result<SourceDigests> {
+    use base64::Engine;
+    use md5::Digest as _;
+    let mut md5 = md5::Md5::new();
+    let mut sha = with_sha256.then(sha2::Sha256::new);
+    let mut crc = crc64fast::Digest::new();
+    let mut buf = vec![0u8; STREAM_CHUNK];
+    let mut at = range.start;
+    while at < range.end {
+        let n = (range.end - at).min(STREAM_CHUNK as u64) as usize;
+        source.read_at(&mut buf[..n], at)?;
+        md5.update(&buf[..n]);
+        if let Some(sha) = &mut sha {
+            sha.update(&buf[..n]);
+        }
+        crc.write(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(SourceDigests {
+        md5_base64: base64::engine::general_purpose::STANDARD.encode(md5.finalize()),
+        sha256_hex: sha.map(|s| hex::encode(s.finalize())),
+        crc64: crc.sum64(),
+    })
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadPartCopyRequest {
     pub key: String,

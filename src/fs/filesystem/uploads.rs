@@ -41,6 +41,9 @@ use tracing::{info, warn};
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// How often the drain status file is rewritten while it changes.
+const DRAIN_STATUS_EVERY: Duration = Duration::from_millis(250);
+
 /// How often unmount reports the uploads it is waiting for.
 const DRAIN_REPORT_EVERY: Duration = Duration::from_secs(5);
 
@@ -241,10 +244,24 @@ impl BucketFs {
             return;
         };
         let mut reported = Instant::now();
+        let mut status_written: Option<(Instant, (u64, u64))> = None;
         loop {
             let pending = writes.pending();
+            // For `bucketfs umount` and a mount waiting on this staging
+            // directory (staging/handover.rs).
+            let left = (
+                pending.len() as u64,
+                pending.iter().map(|f| f.size()).sum::<u64>(),
+            );
+            let stale = status_written
+                .is_none_or(|(at, was)| was != left && at.elapsed() >= DRAIN_STATUS_EVERY);
             if pending.is_empty() {
+                writes.staging.set_drain_status(None);
                 return;
+            }
+            if stale {
+                writes.staging.set_drain_status(Some(left));
+                status_written = Some((Instant::now(), left));
             }
             for (ino, file) in writes.all() {
                 if file.has_unstaged() || file.has_pending() {

@@ -417,6 +417,7 @@ impl BucketFs {
             return Err(libc::EBADF);
         };
         let writes = self.writes()?;
+        self.check_size(offset.saturating_add(data.len() as u64))?;
         let written = file.write(&writes.staging, offset, data)?;
         // Parts of a file written front to back upload while it is written.
         while let Some((part, upload_id)) =
@@ -435,6 +436,43 @@ impl BucketFs {
             });
         }
         Ok(written)
+    }
+
+    /// EFBIG for a file size the bucket cannot store: checked before
+    /// anything changes, so the file stays as it was.
+    fn check_size(&self, size: u64) -> FsResult<()> {
+        if size > self.store.dialect().max_object_size {
+            return Err(libc::EFBIG);
+        }
+        Ok(())
+    }
+
+    /// `fallocate` through handle `fh`. Object stores have no
+    /// preallocation: mode 0 extends the size like a truncate up (sparse,
+    /// so the staging disk is not reserved either), `FALLOC_FL_KEEP_SIZE`
+    /// changes nothing; punching or collapsing holes is not supported.
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        let end = offset.checked_add(length).ok_or(libc::EFBIG)?;
+        self.check_size(end)?;
+        let handle = self.handle(fh)?;
+        let Handle::Staged {
+            file,
+            writable: true,
+            ..
+        } = &*handle
+        else {
+            return Err(libc::EBADF);
+        };
+        match mode {
+            0 => {
+                if end > file.size() {
+                    file.truncate(&self.writes()?.staging, end)?;
+                }
+                Ok(())
+            }
+            libc::FALLOC_FL_KEEP_SIZE => Ok(()),
+            _ => Err(libc::EOPNOTSUPP),
+        }
     }
 
     /// `close` of a handle: stages what it wrote (subtle case 1).
@@ -554,6 +592,9 @@ impl BucketFs {
     pub async fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<Entry> {
         let inode = self.inode(ino)?;
         self.writes()?;
+        if let Some(size) = set.size {
+            self.check_size(size)?;
+        }
         let staged = self.staged(ino);
         if inode.attr.kind == EntryKind::File && (set.size.is_some() || staged.is_some()) {
             let file = match staged {

@@ -191,7 +191,13 @@ impl DirtyFile {
             }
         }
         st.local = st.dirty.clone();
-        st.claimed = total(&st.dirty);
+        // What the area counted for this file at open: its allocated bytes
+        // (holes are dirty but take no space).
+        let allocated = file
+            .metadata()
+            .map(|m| crate::staging::allocated(&m))
+            .unwrap_or(0);
+        st.claimed = total(&st.dirty).min(allocated);
         st.size = staged.size;
         st.base = staged.base.clone();
         st.base_valid = staged.base_valid;
@@ -336,19 +342,47 @@ impl DirtyFile {
     /// Reads `range` from the staging file (zeros past its end).
     pub fn read_local(&self, range: Range<u64>) -> Result<Vec<u8>, Errno> {
         let mut buf = vec![0u8; (range.end - range.start) as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            match self
-                .file
-                .read_at(&mut buf[done..], range.start + done as u64)
-            {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_errno(&e)),
-            }
-        }
+        crate::store::PartSource::read_at(self, &mut buf, range.start).map_err(|e| io_errno(&e))?;
         Ok(buf)
+    }
+
+    /// Keeps `data`, the base object's bytes at `offset`, in the staging
+    /// file where it holds nothing of the file's yet, so a part can be
+    /// streamed from the staging file alone (upload.rs, subtle case 2).
+    /// Bytes written or cut since the snapshot are left alone: the check
+    /// and the write happen under the state lock, so no newer write is
+    /// overwritten. Claims the space it uses.
+    pub fn keep_base_bytes(
+        &self,
+        staging: &StagingArea,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), Errno> {
+        let mut st = self.state.lock();
+        let end = (offset + data.len() as u64).min(st.base_valid).min(st.size);
+        if offset >= end {
+            return Ok(());
+        }
+        let mut missing = RangeSet::new();
+        missing.insert(offset..end);
+        for r in st.local.overlapping(&(offset..end)) {
+            missing.remove(r.clone());
+        }
+        for r in missing.iter() {
+            let len = r.end - r.start;
+            staging.claim_space(len)?;
+            let from = (r.start - offset) as usize;
+            if let Err(e) = self
+                .file
+                .write_all_at(&data[from..from + len as usize], r.start)
+            {
+                staging.release_space(len);
+                return Err(io_errno(&e));
+            }
+            st.claimed += len;
+            st.local.insert(r.clone());
+        }
+        Ok(())
     }
 
     /// The record describing the current state, if the journal does not
@@ -484,6 +518,10 @@ impl DirtyFile {
         }
         st.base_valid = valid;
         st.base = found;
+        // Bytes kept locally but not written here (uploaded ones, base
+        // bytes kept for a streamed part) belong to the old base: reads
+        // must take them from the new one.
+        st.local = st.dirty.clone();
         st.generation += 1;
     }
 
@@ -580,6 +618,24 @@ impl DirtyFile {
     /// Bytes claimed from the staging area (to give back on removal).
     pub fn claimed(&self) -> u64 {
         self.state.lock().claimed
+    }
+}
+
+/// Streamed upload parts read the staging file (store/streamed.rs).
+impl crate::store::PartSource for DirtyFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Past the staging file's end the file holds zeros (a hole).
+        buf[done..].fill(0);
+        Ok(())
     }
 }
 

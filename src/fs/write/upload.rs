@@ -10,8 +10,15 @@
 //!    snapshot; they are dirty again after it (dirty.rs, subtle case 1), so
 //!    the next upload makes the object right.
 //! 2. **Bounded memory.** Data is read per part or per request, never the
-//!    whole file: a PutObject or append piece is at most `part_size`, and
-//!    at most `parts_in_flight` parts are held at once, mount-wide.
+//!    whole file: a PutObject, append or modify piece is at most
+//!    `part_size`, and at most `parts_in_flight` bodies (puts, appends,
+//!    modifies and parts alike) are held at once, mount-wide. Parts grow past `part_size` only for files of more than
+//!    10,000 parts (plan.rs, subtle case 2; stream.rs, subtle case 2);
+//!    those are streamed from the staging file a chunk at a time
+//!    (store/streamed.rs), after the base bytes they need are copied into
+//!    it, `part_size` at a time ([`DirtyFile::keep_base_bytes`]). So upload
+//!    memory is at most `parts_in_flight` x `part_size`, whatever the
+//!    file's size.
 //! 3. **Multipart bookkeeping.** A started multipart upload is written to
 //!    the journal before its first part, and its end after it is completed
 //!    or aborted, so a daemon that dies in between aborts it at recovery
@@ -32,7 +39,7 @@ use crate::staging::journal::{BaseObject, Record};
 use crate::store::{
     AppendRequest, CompleteMultipartRequest, CompletedPart, CopyRequest, GetRequest,
     MetadataDirective, ObjectAttributes, ObjectStore, PutRequest, StoreError, StoreResult,
-    UploadPartCopyRequest, UploadPartRequest,
+    StreamedPartRequest, UploadPartCopyRequest, UploadPartRequest,
 };
 use bytes::{Bytes, BytesMut};
 use std::ops::Range;
@@ -78,6 +85,18 @@ impl Uploader {
         &self.limits
     }
 
+    /// One of the `parts_in_flight` slots for a request body (subtle case
+    /// 2). Every body read into memory holds one, whichever file it is
+    /// for: a thousand small files closed at once upload `parts_in_flight`
+    /// at a time, not a thousand bodies at once. A multipart upload takes
+    /// them per part, never one for the whole upload and more inside it.
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.parts
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
     /// Makes the object equal `snap` and returns it as the new base.
     pub async fn upload(&self, file: &Arc<DirtyFile>, snap: &Snapshot) -> StoreResult<BaseObject> {
         if let Some(done) = self.finish_stream(file, snap).await {
@@ -109,6 +128,7 @@ impl Uploader {
                 self.head(&snap.key, size).await
             }
             Plan::Put => {
+                let _permit = self.permit().await;
                 let body = self.content(file, snap, 0..size).await?;
                 let put = self
                     .store
@@ -135,6 +155,7 @@ impl Uploader {
                 }
                 for w in writes {
                     for piece in pieces(w, self.limits.part_size) {
+                        let _permit = self.permit().await;
                         let body = self.content(file, snap, piece.clone()).await?;
                         self.store
                             .modify_object(&snap.key, piece.start, body)
@@ -178,11 +199,7 @@ impl Uploader {
         part: &StreamPart,
         upload_id: &tokio::sync::OnceCell<String>,
     ) -> StoreResult<CompletedPart> {
-        let _permit = self
-            .parts
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
+        let _permit = self.permit().await;
         let (key, meta) = file
             .with_stream(|s| (s.key.clone(), s.meta.clone()))
             .ok_or_else(|| StoreError::Transport("stream gone".into()))?;
@@ -204,17 +221,65 @@ impl Uploader {
             })
             .await?
             .clone();
-        let body = file
-            .read_local(part.range.clone())
-            .map_err(|e| StoreError::Transport(format!("reading staged data: errno {e}")))?;
-        self.store
-            .upload_part(&UploadPartRequest {
-                key,
-                upload_id: id,
-                part_number: part.number,
-                body: Bytes::from(body),
-            })
-            .await
+        let body = if self.streams(&part.range) {
+            PartBody::Streamed(part.range.clone())
+        } else {
+            PartBody::Memory(Bytes::from(file.read_local(part.range.clone()).map_err(
+                |e| StoreError::Transport(format!("reading staged data: errno {e}")),
+            )?))
+        };
+        upload_part_body(&*self.store, file, key, id, part.number, body).await
+    }
+
+    /// Whether an upload part of `range` is streamed from the staging file
+    /// rather than read into memory (subtle case 2): parts larger than
+    /// `part_size`, which only files past 10,000 parts of `part_size` have.
+    fn streams(&self, range: &Range<u64>) -> bool {
+        range.end - range.start > self.limits.part_size
+    }
+
+    /// The body of upload part `range`: in memory up to `part_size`; past
+    /// that, the staging file streamed, after the base bytes the part
+    /// needs are copied into it in `part_size` pieces (subtle case 2).
+    async fn part_body(
+        &self,
+        file: &Arc<DirtyFile>,
+        snap: &Snapshot,
+        range: Range<u64>,
+    ) -> StoreResult<PartBody> {
+        if !self.streams(&range) {
+            return Ok(PartBody::Memory(self.content(file, snap, range).await?));
+        }
+        let mut at = range.start;
+        let mut gaps = Vec::new();
+        for d in snap
+            .plan
+            .dirty
+            .iter()
+            .filter(|d| d.end > range.start && d.start < range.end)
+        {
+            if d.start > at {
+                gaps.push(at..d.start);
+            }
+            at = at.max(d.end);
+        }
+        if at < range.end {
+            gaps.push(at..range.end);
+        }
+        for gap in gaps {
+            for piece in pieces(gap, self.limits.part_size) {
+                let bytes = self.base_bytes(snap, piece.clone()).await?;
+                file.keep_base_bytes(&self.staging, piece.start, &bytes)
+                    .map_err(|e| {
+                        StoreError::Transport(format!(
+                            "staging base bytes of {:?}: {}",
+                            snap.key,
+                            std::io::Error::from_raw_os_error(e)
+                        ))
+                    })?;
+            }
+        }
+        Ok(PartBody::Streamed(range))
     }
 
     /// Completes the file's streaming upload if it still matches the
@@ -311,6 +376,7 @@ impl Uploader {
     ) -> StoreResult<()> {
         let mut position = range.start;
         for piece in pieces(range, self.limits.part_size) {
+            let _permit = self.permit().await;
             let body = self.content(file, snap, piece.clone()).await?;
             let done = self
                 .store
@@ -416,6 +482,7 @@ impl Uploader {
                 .expect("the semaphore is never closed");
             let job = PartJob {
                 store: self.store.clone(),
+                file: file.clone(),
                 key: snap.key.clone(),
                 upload_id: upload_id.to_string(),
                 part_number: *number,
@@ -423,7 +490,7 @@ impl Uploader {
                 base_etag: snap.plan.base.as_ref().map(|b| b.etag.clone()),
             };
             let body = match part {
-                Part::Upload(r) => Some(self.content(file, snap, r.clone()).await?),
+                Part::Upload(r) => Some(self.part_body(file, snap, r.clone()).await?),
                 Part::Copy(_) => None,
             };
             tasks.spawn(async move {
@@ -535,9 +602,52 @@ fn join_error(e: tokio::task::JoinError) -> StoreError {
     StoreError::Transport(format!("part upload task ended abnormally: {e}"))
 }
 
+/// The bytes of an upload part.
+enum PartBody {
+    /// Read into memory (at most `part_size`).
+    Memory(Bytes),
+    /// This range of the staging file, read while it is sent.
+    Streamed(Range<u64>),
+}
+
+/// Uploads part `number` with `body`.
+async fn upload_part_body(
+    store: &dyn ObjectStore,
+    file: &Arc<DirtyFile>,
+    key: String,
+    upload_id: String,
+    part_number: u32,
+    body: PartBody,
+) -> StoreResult<CompletedPart> {
+    match body {
+        PartBody::Memory(body) => {
+            store
+                .upload_part(&UploadPartRequest {
+                    key,
+                    upload_id,
+                    part_number,
+                    body,
+                })
+                .await
+        }
+        PartBody::Streamed(range) => {
+            store
+                .upload_part_streamed(&StreamedPartRequest {
+                    key,
+                    upload_id,
+                    part_number,
+                    source: file.clone(),
+                    range,
+                })
+                .await
+        }
+    }
+}
+
 /// One part, run in its own task.
 struct PartJob {
     store: Arc<dyn ObjectStore>,
+    file: Arc<DirtyFile>,
     key: String,
     upload_id: String,
     part_number: u32,
@@ -546,17 +656,19 @@ struct PartJob {
 }
 
 impl PartJob {
-    async fn run(self, body: Option<Bytes>) -> StoreResult<CompletedPart> {
+    async fn run(self, body: Option<PartBody>) -> StoreResult<CompletedPart> {
         match self.part {
             Part::Upload(_) => {
-                self.store
-                    .upload_part(&UploadPartRequest {
-                        key: self.key,
-                        upload_id: self.upload_id,
-                        part_number: self.part_number,
-                        body: body.unwrap_or_default(),
-                    })
-                    .await
+                let body = body.unwrap_or(PartBody::Memory(Bytes::new()));
+                upload_part_body(
+                    &*self.store,
+                    &self.file,
+                    self.key,
+                    self.upload_id,
+                    self.part_number,
+                    body,
+                )
+                .await
             }
             Part::Copy(range) => {
                 self.store
@@ -702,6 +814,45 @@ mod tests {
             let meta = fx.store.head_object(&key).await.unwrap();
             assert_eq!(meta.metadata["mode"], "33188");
         }
+    }
+
+    #[tokio::test]
+    async fn parts_larger_than_part_size_stream_from_staging_with_base_bytes_kept_there() {
+        let fx = fixture("stream-big", Provider::S3);
+        let old = pattern(20 * MIB, 1);
+        let base = fx.put("big", old.clone()).await;
+        let f = fx.file("big", Some(base), false);
+        f.write(&fx.staging, MIB, b"new bytes").unwrap();
+        let snap = f.stage_and_begin().unwrap();
+        let mut want = old.clone();
+        want[MIB as usize..MIB as usize + 9].copy_from_slice(b"new bytes");
+
+        // At most part_size: in memory, as it always was.
+        let small = fx.uploader.part_body(&f, &snap, 0..8 * MIB).await.unwrap();
+        assert!(matches!(small, PartBody::Memory(b) if b[..] == want[..8 * MIB as usize]));
+        // Larger: the base bytes are kept in the staging file, which then
+        // holds the whole part, and the part is streamed from it.
+        let staged_before = fx.staging.staged_bytes();
+        let big = fx.uploader.part_body(&f, &snap, 0..20 * MIB).await.unwrap();
+        assert!(matches!(big, PartBody::Streamed(ref r) if *r == (0..20 * MIB)));
+        assert!(
+            f.read_local(0..20 * MIB).unwrap() == want,
+            "staging holds the part"
+        );
+        assert_eq!(
+            fx.staging.staged_bytes() - staged_before,
+            20 * MIB - 9,
+            "the kept base bytes are claimed"
+        );
+        // A write made meanwhile is not overwritten by base bytes.
+        f.write(&fx.staging, 2 * MIB, b"later").unwrap();
+        f.keep_base_bytes(
+            &fx.staging,
+            2 * MIB,
+            &old[2 * MIB as usize..3 * MIB as usize],
+        )
+        .unwrap();
+        assert_eq!(f.read_local(2 * MIB..2 * MIB + 5).unwrap(), b"later");
     }
 
     #[tokio::test]
