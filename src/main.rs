@@ -126,7 +126,7 @@ struct EmulatorArgs {
     )]
     secret_key: String,
     /// A fault rule (repeatable): OPERATION:KIND[:next=N][:p=FRACTION], KIND
-    /// one of 500, 503, 403, reset, delay=MS, truncate; OPERATION a counter name or
+    /// one of 500, 503, 403, reset, delay=MS, late=MS, truncate; OPERATION a counter name or
     /// `*`. More can be added at run time with `POST /-/faults`.
     #[arg(long = "fault", value_parser = FaultRule::parse)]
     faults: Vec<FaultRule>,

@@ -264,10 +264,30 @@ async fn every_dialect_serves_the_filesystem_operations() {
             .create_multipart_upload("gone", &attrs("100644"))
             .await
             .unwrap();
+        let open = store
+            .list_multipart_uploads("gone", None)
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: list uploads: {e}"));
+        let ids: Vec<_> = open
+            .uploads
+            .iter()
+            .map(|u| (&u.key[..], &u.upload_id[..]))
+            .collect();
+        assert_eq!(ids, [("gone", &aborted[..])], "{ctx}");
+        assert!(open.uploads[0].initiated.is_some(), "{ctx}");
         store
             .abort_multipart_upload("gone", &aborted)
             .await
             .unwrap();
+        assert!(
+            store
+                .list_multipart_uploads("", None)
+                .await
+                .unwrap()
+                .uploads
+                .is_empty(),
+            "{ctx}"
+        );
         assert!(matches!(
             store.list_parts("gone", &aborted).await,
             Err(StoreError::NoSuchUpload { .. })
@@ -533,6 +553,29 @@ async fn injected_faults_are_ridden_out_by_the_client_retries() {
         .await
         .unwrap();
     assert_eq!(left, "", "every next=N rule is spent");
+
+    // A CreateMultipartUpload whose answer is lost after the server made
+    // the upload: the retry makes another, and the lost one is aborted.
+    http.post(format!("{}/-/faults", emu.url))
+        .body("CreateMultipartUpload:truncate:next=1\n")
+        .send()
+        .await
+        .unwrap();
+    let kept = store
+        .create_multipart_upload("m", &ObjectAttributes::default())
+        .await
+        .unwrap();
+    let open = store.list_multipart_uploads("", None).await.unwrap();
+    let ids: Vec<_> = open.uploads.iter().map(|u| &u.upload_id[..]).collect();
+    assert_eq!(
+        ids,
+        [&kept[..]],
+        "only the upload whose answer arrived is open"
+    );
+    let stats = fetch_stats(&emu).await;
+    assert_eq!(stats["CreateMultipartUpload"]["requests"], 2, "{stats}");
+    assert_eq!(stats["AbortMultipartUpload"]["requests"], 1, "{stats}");
+    store.abort_multipart_upload("m", &kept).await.unwrap();
 
     // A bad rule is refused with the reason.
     let bad = http

@@ -241,7 +241,8 @@ async fn write_action(stream: &mut tokio::net::TcpStream, action: Action, head_o
             let len = body.len();
             (status, headers, body, len)
         }
-        Action::Truncate { declared, body } => (200, Vec::new(), body, declared),
+        // Both tests that cut bodies short do it to ranged GETs: a 206.
+        Action::Truncate { declared, body } => (206, Vec::new(), body, declared),
     };
     let mut out = format!("HTTP/1.1 {status} Scripted\r\n");
     let has_length = headers
@@ -579,6 +580,16 @@ async fn ranged_get_checks_content_range_and_length() {
     assert_eq!(got.total_size, 1000);
     assert_eq!(got.etag, "e1");
     assert_eq!(server.requests()[1].header("if-match"), Some("\"e1\""));
+
+    // A 200 with the whole object is refused without reading it: a range
+    // past the end (OSS answers so) is InvalidRange, anything else means
+    // the server ignored the Range header.
+    let server = s3_server(Box::new(|_| respond(200, &[], "hello"))).await;
+    let err = ranged_get_error(&server, 100..105).await;
+    assert!(matches!(err, StoreError::InvalidRange(_)), "{err:?}");
+    let server = s3_server(Box::new(|_| respond(200, &[], &"x".repeat(1000)))).await;
+    let err = ranged_get_error(&server, 100..105).await;
+    assert!(matches!(err, StoreError::InvalidResponse(_)), "{err:?}");
 
     // A server that answers another range than asked is refused.
     let server = s3_server(Box::new(|_| {

@@ -5,7 +5,8 @@
 //! A rule is one line `OPERATION:KIND[:next=N][:p=FRACTION]`:
 //! * `OPERATION` is a counter name (`GetObject`, `PutObject`, ...) or `*`;
 //! * `KIND` is `500` (InternalError), `503` (SlowDown), `reset` (close the
-//!   connection without answering), `delay=MS` (answer late), or `truncate`
+//!   connection without answering), `delay=MS` (handle late),
+//!   `late=MS` (handle at once, answer late), or `truncate`
 //!   (send half the body, then close);
 //! * `next=N` applies it to the next N matching requests only; `p=F` to a
 //!   fraction F of them, drawn from the seeded generator; both may be given
@@ -31,8 +32,12 @@ pub enum FaultKind {
     Denied,
     /// The connection is closed without a response.
     Reset,
-    /// The request is answered normally after this long.
+    /// The request is handled after this long (a client that gives up
+    /// first leaves nothing done).
     Delay(Duration),
+    /// The request is handled at once, answered after this long (a client
+    /// that gives up first finds the change made nonetheless).
+    Late(Duration),
     /// Half of the response body is sent, then the connection is closed.
     Truncate,
 }
@@ -64,16 +69,22 @@ impl FaultRule {
             Some("403") => FaultKind::Denied,
             Some("reset") => FaultKind::Reset,
             Some("truncate") => FaultKind::Truncate,
-            Some(d) if d.starts_with("delay=") => {
-                let ms = d["delay=".len()..].trim_end_matches("ms");
+            Some(d) if d.starts_with("delay=") || d.starts_with("late=") => {
+                let (name, ms) = d.split_once('=').unwrap_or_default();
                 let ms: u64 = ms
+                    .trim_end_matches("ms")
                     .parse()
-                    .map_err(|_| format!("fault rule {s:?}: delay needs milliseconds"))?;
-                FaultKind::Delay(Duration::from_millis(ms))
+                    .map_err(|_| format!("fault rule {s:?}: {name} needs milliseconds"))?;
+                let d = Duration::from_millis(ms);
+                if name == "delay" {
+                    FaultKind::Delay(d)
+                } else {
+                    FaultKind::Late(d)
+                }
             }
             other => {
                 return Err(format!(
-                    "fault rule {s:?}: unknown kind {other:?} (500, 503, reset, delay=MS, truncate)"
+                    "fault rule {s:?}: unknown kind {other:?} (500, 503, 403, reset, delay=MS, late=MS, truncate)"
                 ));
             }
         };
@@ -112,6 +123,7 @@ impl FaultRule {
             FaultKind::Reset => "reset".to_string(),
             FaultKind::Truncate => "truncate".to_string(),
             FaultKind::Delay(d) => format!("delay={}", d.as_millis()),
+            FaultKind::Late(d) => format!("late={}", d.as_millis()),
         };
         let mut s = format!("{}:{kind}", self.operation.as_deref().unwrap_or("*"));
         if let Some(n) = self.remaining {
@@ -190,12 +202,20 @@ mod tests {
             "GetObject:503:next=2",
             "*:reset:p=0.25",
             "PutObject:delay=150:next=1",
+            "CreateMultipartUpload:late=900",
             "GetObject:truncate",
             "UploadPart:500:next=3:p=0.5",
         ] {
             assert_eq!(FaultRule::parse(text).unwrap().describe(), text);
         }
-        for bad in ["", "GetObject", "GetObject:404", "*:503:p=2", "*:503:soon"] {
+        for bad in [
+            "",
+            "GetObject",
+            "GetObject:404",
+            "*:503:p=2",
+            "*:503:soon",
+            "*:late=x",
+        ] {
             assert!(FaultRule::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -507,6 +507,44 @@ impl Emulator {
                     ..Default::default()
                 })
             }
+            Op::Store(Operation::ListMultipartUploads) => {
+                let prefix = param("prefix").unwrap_or_default();
+                let marker = param("key-marker").filter(|k| !k.is_empty()).map(|k| {
+                    (
+                        k.to_string(),
+                        param("upload-id-marker").unwrap_or_default().to_string(),
+                    )
+                });
+                let page = store
+                    .list_multipart_uploads(prefix, marker.as_ref())
+                    .await?;
+                let mut inner = String::new();
+                wire::element(&mut inner, "Bucket", store.bucket());
+                wire::element(&mut inner, "Prefix", prefix);
+                wire::element(
+                    &mut inner,
+                    "IsTruncated",
+                    if page.next.is_some() { "true" } else { "false" },
+                );
+                if let Some((key, id)) = &page.next {
+                    wire::element(&mut inner, "NextKeyMarker", key);
+                    wire::element(&mut inner, "NextUploadIdMarker", id);
+                }
+                for u in &page.uploads {
+                    inner.push_str("<Upload>");
+                    wire::element(&mut inner, "Key", &u.key);
+                    wire::element(&mut inner, "UploadId", &u.upload_id);
+                    if let Some(t) = u.initiated {
+                        wire::element(&mut inner, "Initiated", &wire::iso8601(t));
+                    }
+                    inner.push_str("</Upload>");
+                }
+                Ok(Outgoing::xml(wire::document(
+                    self.provider,
+                    "ListMultipartUploadsResult",
+                    &inner,
+                )))
+            }
             Op::Store(Operation::ListParts) => {
                 let upload_id = param("uploadId").unwrap_or_default();
                 let number = |name: &str| -> Result<Option<u32>, Failure> {
@@ -866,6 +904,10 @@ impl Emulator {
             }
         }
         let range = match req.header("range").map(|r| wire::parse_range(r, meta.size)) {
+            // OSS reference 8.1.2 GetObject, Range: "if the value of Range
+            // is invalid, the entire object is returned, and the response
+            // returned by OSS excludes Content-Range".
+            Some(wire::RangeRequest::Unsatisfiable) if self.provider == Provider::Oss => None,
             Some(wire::RangeRequest::Unsatisfiable) => {
                 let mut f = fail(
                     416,
@@ -1210,6 +1252,7 @@ fn operation(req: &Incoming, target: &Target, query: &[(String, Option<String>)]
         {
             Op::Store(Operation::ListObjectsV2)
         }
+        ("GET", false) if has("uploads") => Op::Store(Operation::ListMultipartUploads),
         ("GET", false) => Op::Store(Operation::ListObjects),
         ("POST", false) if has("delete") => Op::Store(Operation::DeleteObjects),
         ("HEAD", true) => Op::Store(Operation::HeadObject),

@@ -5,9 +5,11 @@
 //! `wire` reads requests and writes each dialect's XML, `handler` routes and
 //! runs operations on a [`crate::store::memory::MemoryStore`] per bucket,
 //! `stats` counts requests and bytes per operation (`GET /-/stats`),
-//! `faults` makes chosen requests fail (`--fault`, `/-/faults`), `persist`
+//! `faults` makes chosen requests fail (`--fault`, `/-/faults`; `body` cuts
+//! a response short for the `truncate` fault), `persist`
 //! keeps objects in a directory across restarts (`--data`).
 
+pub mod body;
 pub mod faults;
 pub mod handler;
 pub mod persist;
@@ -16,10 +18,11 @@ pub mod wire;
 
 use crate::store::credentials::Credentials;
 use crate::store::dialect::Provider;
+use body::ResponseBody;
 use bytes::Bytes;
 use faults::{FaultKind, FaultRule, Faults};
 use handler::{BucketSpec, Emulator, Incoming};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -126,7 +129,7 @@ async fn serve(
     faults: Arc<Faults>,
     data: Option<Arc<persist::DataDir>>,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, ConnectionReset> {
+) -> Result<hyper::Response<ResponseBody>, ConnectionReset> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -197,6 +200,23 @@ async fn serve(
             tokio::time::sleep(d).await;
             emulator.handle(incoming).await
         }
+        Some(FaultKind::Late(d)) => {
+            // Handled in a task of its own, which a client hanging up does
+            // not cancel: a server that finishes what the client gave up
+            // waiting for.
+            let work = {
+                let emulator = emulator.clone();
+                tokio::spawn(async move { emulator.handle(incoming).await })
+            };
+            tokio::time::sleep(d).await;
+            match work.await {
+                Ok(out) => out,
+                Err(e) => {
+                    tracing::error!("a delayed request failed: {e}");
+                    return Ok(plain(500, "the request failed"));
+                }
+            }
+        }
         Some(FaultKind::Truncate) | None => emulator.handle(incoming).await,
     };
     if let Some(data) = &data {
@@ -217,18 +237,19 @@ async fn serve(
         }
         response = response.header(name.as_str(), value.as_bytes());
     }
-    let mut body = if head { Bytes::new() } else { out.body };
-    if head && let Some(len) = content_length {
-        // hyper keeps an explicit Content-Length on HEAD responses.
-        response = response.header("content-length", len);
-    } else if fault == Some(FaultKind::Truncate) && body.len() > 1 {
-        // Promise the whole body, send half: hyper closes the connection
-        // when the body ends short of its Content-Length.
-        response = response.header("content-length", body.len().to_string());
-        body = body.slice(..body.len() / 2);
-    }
+    let body = if head {
+        if let Some(len) = content_length {
+            // hyper keeps an explicit Content-Length on HEAD responses.
+            response = response.header("content-length", len);
+        }
+        ResponseBody::whole(Bytes::new())
+    } else if fault == Some(FaultKind::Truncate) && out.body.len() > 1 {
+        ResponseBody::cut_in_half(out.body)
+    } else {
+        ResponseBody::whole(out.body)
+    };
     let mut response = response
-        .body(Full::new(body))
+        .body(body)
         .unwrap_or_else(|_| plain(500, "response could not be built"));
     if let Some(case) = wire::header_case() {
         // `ETag`, `Content-Length`... spelled as the services do (COS SDK).
@@ -244,7 +265,7 @@ fn faults_admin(
     method: &str,
     rest: &str,
     body: &[u8],
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<ResponseBody> {
     if !rest.is_empty() {
         return plain(404, "unknown admin endpoint\n");
     }
@@ -272,14 +293,14 @@ fn faults_admin(
     }
 }
 
-fn text(status: u16, body: String) -> hyper::Response<Full<Bytes>> {
+fn text(status: u16, body: String) -> hyper::Response<ResponseBody> {
     let mut r = plain(status, "");
-    *r.body_mut() = Full::new(Bytes::from(body));
+    *r.body_mut() = ResponseBody::whole(Bytes::from(body));
     r
 }
 
-fn plain(status: u16, text: &'static str) -> hyper::Response<Full<Bytes>> {
-    let mut r = hyper::Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn plain(status: u16, text: &'static str) -> hyper::Response<ResponseBody> {
+    let mut r = hyper::Response::new(ResponseBody::whole(Bytes::from_static(text.as_bytes())));
     *r.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     r

@@ -650,11 +650,12 @@ impl BucketFs {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = writable && flags & libc::O_TRUNC != 0;
         if writable {
-            let file = self.dirty_for(&inode, truncate, true).await?;
+            let file = self.dirty_for(&inode, truncate).await?;
             return Ok((self.staged_handle(ino, file, true), false));
         }
-        if let Some(file) = self.staged(ino) {
-            file.with(|st| st.handles += 1);
+        if let Some(writes) = &self.writes
+            && let Some(file) = writes.get_held(ino)
+        {
             return Ok((self.staged_handle(ino, file, false), false));
         }
         let attr = match (&inode.attr.etag, inode.expires > Instant::now()) {

@@ -31,9 +31,17 @@
 //! 6. **A bug must not end the mount.** A panic while a request is handled
 //!    on a FUSE thread is caught and logged, and the request fails with
 //!    EIO; uncaught, it would end the session and leave a dead mount.
+//! 7. **A killed reader is let go.** The kernel holds a process killed
+//!    while the daemon has its request until the daemon answers; with the
+//!    server down that is the whole retry budget. Read-only requests
+//!    (lookup, getattr, read-only open, read, readlink, readdir, xattr
+//!    reads) change nothing before their network waits, so they are
+//!    dropped once their requester has SIGKILL pending (requester.rs).
+//!    Requests that change something always run to their end.
 
 use crate::fs::filesystem::{BucketFs, Entry, SetAttr};
 use crate::fs::namespace::{EntryAttr, EntryKind};
+use crate::fs::requester;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
@@ -93,6 +101,31 @@ impl FuseAdapter {
         if polled == Some(true) {
             self.runtime.spawn(work);
         }
+    }
+
+    /// [`Self::spawn`] for a read-only request whose future may be dropped
+    /// at any await without harm: if it has to wait and the process that
+    /// asked is killed meanwhile, it is dropped, so the kernel can let the
+    /// process go at once (subtle case 7).
+    fn spawn_abandonable<F>(&self, req: &Request, work: impl FnOnce(Arc<BucketFs>) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let requester = req.pid();
+        self.spawn(move |fs| {
+            let work = work(fs);
+            async move {
+                tokio::select! {
+                    // The work first: a request answered at once never
+                    // starts the watch's timer.
+                    biased;
+                    () = work => {}
+                    () = requester::killed(requester) => {
+                        tracing::debug!(pid = requester, "requester killed; request abandoned");
+                    }
+                }
+            }
+        });
     }
 
     /// Runs a synchronous call of the core on the FUSE thread, inside the
@@ -235,12 +268,12 @@ impl fuser::Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str().map(str::to_string) else {
             // Keys are UTF-8: a name that is not cannot exist in the bucket.
             return reply.error(Errno::ENOENT);
         };
-        self.spawn(|fs| async move {
+        self.spawn_abandonable(req, |fs| async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(Some(entry)) => reply_entry(&fs, reply, &entry),
                 Ok(None) => reply_negative(&fs, reply),
@@ -253,8 +286,8 @@ impl fuser::Filesystem for FuseAdapter {
         self.run("forget", |fs| fs.forget(ino.0, nlookup));
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(|fs| async move {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn_abandonable(req, |fs| async move {
             match fs.getattr(ino.0).await {
                 Ok(entry) => reply.attr(&entry.ttl, &file_attr(&fs, entry.ino, &entry.attr)),
                 Err(e) => reply.error(errno(e)),
@@ -262,8 +295,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(|fs| async move {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn_abandonable(req, |fs| async move {
             match fs.readlink(ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno(e)),
@@ -271,19 +304,26 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let flags = flags.0;
-        self.spawn(|fs| async move {
+        let work = move |fs: Arc<BucketFs>| async move {
             match fs.open(ino.0, flags).await {
                 Ok((fh, keep_cache)) => reply.opened(FileHandle(fh), open_flags(&fs, keep_cache)),
                 Err(e) => reply.error(errno(e)),
             }
-        });
+        };
+        // A read-only open makes its handle after its last wait; a writable
+        // one stages the file first.
+        if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            self.spawn_abandonable(req, work);
+        } else {
+            self.spawn(work);
+        }
     }
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -292,7 +332,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(|fs| async move {
+        self.spawn_abandonable(req, |fs| async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(bytes) => reply.data(&bytes),
                 Err(e) => reply.error(errno(e)),
@@ -583,11 +623,11 @@ impl fuser::Filesystem for FuseAdapter {
         );
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let Some(name) = name.to_str().map(str::to_string) else {
             return reply.error(Errno::ENODATA);
         };
-        self.spawn(|fs| async move {
+        self.spawn_abandonable(req, |fs| async move {
             match fs.getxattr(ino.0, &name).await {
                 Ok(value) => xattr_reply(reply, size, &value),
                 Err(e) => reply.error(errno(e)),
@@ -595,8 +635,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(|fs| async move {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn_abandonable(req, |fs| async move {
             match fs.listxattr(ino.0).await {
                 Ok(names) => {
                     let mut list = Vec::new();
@@ -627,13 +667,13 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(|fs| async move {
+        self.spawn_abandonable(req, |fs| async move {
             let rows = match fs.readdir(ino.0, fh.0, offset).await {
                 Ok(rows) => rows,
                 Err(e) => return reply.error(errno(e)),
@@ -655,13 +695,13 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(|fs| async move {
+        self.spawn_abandonable(req, |fs| async move {
             let rows = match fs.readdir(ino.0, fh.0, offset).await {
                 Ok(rows) => rows,
                 Err(e) => return reply.error(errno(e)),

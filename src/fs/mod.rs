@@ -9,5 +9,6 @@ pub mod fuse;
 pub mod inode;
 pub mod namespace;
 pub mod reader;
+pub mod requester;
 pub mod stats;
 pub mod write;

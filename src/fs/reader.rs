@@ -803,6 +803,13 @@ mod tests {
         async fn list_parts(&self, key: &str, upload_id: &str) -> StoreResult<Vec<PartSummary>> {
             self.inner.list_parts(key, upload_id).await
         }
+        async fn list_multipart_uploads(
+            &self,
+            prefix: &str,
+            marker: Option<&(String, String)>,
+        ) -> StoreResult<UploadPage> {
+            self.inner.list_multipart_uploads(prefix, marker).await
+        }
         async fn copy_object(&self, req: &CopyRequest) -> StoreResult<PutResponse> {
             self.inner.copy_object(req).await
         }

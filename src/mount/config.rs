@@ -422,6 +422,9 @@ pub struct MountOptions {
     pub cache_size: u64,
     /// `attr_ttl=DURATION`: how long file attributes are trusted. Default 1 s.
     pub attr_ttl: Duration,
+    /// `read_timeout=DURATION`: longest silence of the server within one
+    /// request before it is abandoned (and retried). Default 30 s.
+    pub read_timeout: Option<Duration>,
     /// `dir_ttl=DURATION`: how long directory listings are trusted. Default 1 s.
     pub dir_ttl: Duration,
     /// `negative_ttl=DURATION`: how long "no such file" is remembered.
@@ -498,6 +501,7 @@ impl Default for MountOptions {
             nonempty: false,
             cache_size: DEFAULT_CACHE_SIZE,
             attr_ttl: DEFAULT_ATTR_TTL,
+            read_timeout: None,
             dir_ttl: DEFAULT_DIR_TTL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             part_size: DEFAULT_PART_SIZE,
@@ -603,6 +607,7 @@ impl MountOptions {
                     readahead_given = true;
                 }
                 "attr_ttl" => o.attr_ttl = parse_duration(need()?).map_err(bad)?,
+                "read_timeout" => o.read_timeout = Some(parse_duration(need()?).map_err(bad)?),
                 "dir_ttl" => o.dir_ttl = parse_duration(need()?).map_err(bad)?,
                 "negative_ttl" => o.negative_ttl = parse_duration(need()?).map_err(bad)?,
                 "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {
@@ -1272,6 +1277,9 @@ impl MountConfig {
         );
         config.region = self.region.clone();
         config.path_style = self.path_style;
+        if let Some(t) = self.options.read_timeout {
+            config.read_timeout = t;
+        }
         config
     }
 }

@@ -16,14 +16,18 @@
 //!
 //! Subtle cases:
 //! 1. **The pid may be reused** once the daemon is gone; the staging lock
-//!    cannot be (flock dies with its holder), so it decides where there is
-//!    one.
+//!    cannot be (flock dies with its holder), so where there is one it
+//!    must be held too.
 //! 2. **A drain stopped early** (a second signal to the daemon, or its
 //!    death) leaves files staged: the command says so and exits non-zero;
 //!    the next mount on the same cache directory uploads them.
+//! 3. **The next holder.** A mount waiting on the same staging directory
+//!    takes its lock as soon as the daemon lets go, so a held lock means
+//!    "still running" only while the daemon's pid lives (a zombie does
+//!    not) and the lock's note names no other holder.
 
 use crate::fs::stats::{Stats, read_from_mount};
-use crate::staging::handover::{is_held, read_drain_status};
+use crate::staging::handover::{is_held, read_drain_status, read_holder};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -92,10 +96,24 @@ fn unmount(point: &Path, lazy: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `pid` runs. A zombie does not: it has exited and let go of its
+/// locks, and only waits for its parent to reap it (a daemon started from
+/// a script or a test may wait a long time).
 fn pid_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let r = unsafe { libc::kill(pid as i32, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// From `/proc/PID/stat`: the state letter follows the `)` that closes the
+/// command name (which may itself hold spaces and parentheses).
+fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 /// Step 3.
@@ -107,8 +125,12 @@ fn wait_for_daemon(
     let start = Instant::now();
     let terminal = std::io::stderr().is_terminal();
     let mut last_line: Option<(Instant, String)> = None;
+    // The lock alone does not say who holds it: a mount that waited for
+    // this daemon takes it the moment it is free (subtle case 3).
     let running = || match staging {
-        Some(dir) => is_held(dir),
+        Some(dir) => {
+            is_held(dir) && pid_alive(pid) && read_holder(dir).is_none_or(|h| h.pid == pid)
+        }
         None => pid > 0 && pid_alive(pid),
     };
     while running() {
@@ -149,7 +171,7 @@ fn wait_for_daemon(
         eprintln!();
     }
     if let Some(dir) = staging
-        && let Some(left) = read_drain_status(dir).filter(|s| s.files > 0)
+        && let Some(left) = read_drain_status(dir).filter(|s| s.files > 0 && s.pid == pid)
     {
         return Err(format!(
             "bucketfs process {pid} stopped with {} still staged in {}; the next mount on this cache directory uploads them",
@@ -158,4 +180,27 @@ fn wait_for_daemon(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exited_unreaped_child_is_not_alive() {
+        assert!(pid_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_zombie(pid) {
+            assert!(Instant::now() < deadline, "`true` did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !pid_alive(pid),
+            "a zombie holds no lock and uploads nothing"
+        );
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
+    }
 }

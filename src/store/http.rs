@@ -19,6 +19,12 @@
 //!    address another key. A key that is only `.` or `..` cannot be sent.
 //! 5. ListObjectsV2 falls back to V1 for good once the server shows it lacks
 //!    V2 (an error naming the request, or a truncated page with no token).
+//! 6. A ranged GET answered with 200 and the whole object is refused before
+//!    its body is read, so a server's choice can never make the client
+//!    buffer a whole object: OSS does that for a range starting past the
+//!    end (its GetObject reference), which is reported as
+//!    [`StoreError::InvalidRange`], as the 416 of other servers is; a
+//!    server ignoring Range altogether is an [`StoreError::InvalidResponse`].
 
 use super::ObjectStore;
 use super::block_buffers::{BufferPool, FillingBlock};
@@ -26,7 +32,7 @@ use super::counters::{RequestCount, RequestCounters};
 use super::credentials::Credentials;
 use super::dialect::{BucketProbe, CopySourceForm, Dialect, RenameForm};
 use super::encode;
-use super::error::{StoreError, StoreResult, require};
+use super::error::{ServiceDetails, StoreError, StoreResult, require};
 use super::retry::{RetryPolicy, is_retryable};
 use super::sign::{RequestParts, SignatureVersion, Signer};
 use super::streamed::SourceBody;
@@ -157,6 +163,11 @@ impl Reply {
             .map_err(|_| StoreError::InvalidResponse("response body is not UTF-8".into()))
     }
 }
+
+/// How far before the first CreateMultipartUpload attempt (by the server's
+/// clock) an upload still counts as one of its lost ones: `Date` and
+/// `Initiated` are given to the second.
+const LOST_UPLOAD_CLOCK_SLACK: Duration = Duration::from_secs(2);
 
 /// The object store over HTTP.
 #[derive(Debug)]
@@ -348,6 +359,15 @@ impl HttpStore {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let declared_len = response.content_length();
+        if status == 200
+            && call.method == reqwest::Method::GET
+            && let Some(asked) = asked_range(call)
+            // A whole object no longer than the range from 0 is the range.
+            && !(asked.start == 0 && declared_len.is_some_and(|len| len <= asked.end))
+        {
+            // Subtle case 6: the body is not read.
+            return Err(whole_object_for_range(&asked, declared_len));
+        }
         let (body, blocks) = match call.block_size {
             Some(size) if (200..300).contains(&status) => {
                 let pool = self.block_buffers.get_or_init(|| BufferPool::new(size));
@@ -474,6 +494,45 @@ impl HttpStore {
             etag: xml::unquote_etag(reply.header("etag").unwrap_or_default()),
         };
         Ok((meta, reply))
+    }
+
+    /// Aborts the uploads of exactly `key`, other than `keep`, initiated at
+    /// or after `since` (server clock): those a CreateMultipartUpload whose
+    /// answer was lost left open. Best effort, page by page (the memory
+    /// used does not grow with how many there are); what cannot be aborted
+    /// is logged for the bucket's lifecycle rule to collect.
+    async fn abort_lost_uploads(&self, key: &str, keep: &str, since: std::time::SystemTime) {
+        let mut marker: Option<(String, String)> = None;
+        loop {
+            let page = match self.list_multipart_uploads(key, marker.as_ref()).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(%key, "cannot list multipart uploads to abort one a lost answer left open: {e}");
+                    return;
+                }
+            };
+            for lost in &page.uploads {
+                let ours = lost.key == key
+                    && lost.upload_id != keep
+                    && lost.initiated.is_some_and(|t| t >= since);
+                if !ours {
+                    continue;
+                }
+                match self.abort_multipart_upload(key, &lost.upload_id).await {
+                    Ok(()) | Err(StoreError::NoSuchUpload { .. }) => {
+                        tracing::debug!(%key, upload_id = %lost.upload_id, "aborted an upload a lost answer left open")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%key, upload_id = %lost.upload_id, "cannot abort an upload a lost answer left open: {e}")
+                    }
+                }
+            }
+            // Keys past `key` sort after it: nothing more of ours.
+            match page.next {
+                Some(next) if next.0 == key => marker = Some(next),
+                _ => return,
+            }
+        }
     }
 
     async fn execute(&self, call: &Call) -> StoreResult<Reply> {
@@ -759,6 +818,38 @@ fn body_error(e: reqwest::Error) -> StoreError {
     }
 }
 
+/// The range a GET asked for (`Range: bytes=a-b`), end exclusive.
+fn asked_range(call: &Call) -> Option<std::ops::Range<u64>> {
+    let (_, value) = call
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("range"))?;
+    let (a, b) = value.strip_prefix("bytes=")?.split_once('-')?;
+    Some(a.parse().ok()?..b.parse::<u64>().ok()? + 1)
+}
+
+/// What a 200 (whole object) answer to a ranged GET means (subtle case 6).
+fn whole_object_for_range(asked: &std::ops::Range<u64>, total: Option<u64>) -> StoreError {
+    match total {
+        Some(total) if total <= asked.start => StoreError::InvalidRange(ServiceDetails {
+            status: 200,
+            code: "InvalidRange".into(),
+            message: format!(
+                "bytes {}-{} asked of a {total}-byte object; the server sent the whole object instead",
+                asked.start,
+                asked.end - 1
+            ),
+            request_id: String::new(),
+        }),
+        _ => StoreError::InvalidResponse(format!(
+            "a GET of bytes {}-{} was answered with the whole object ({} bytes): the server ignored the Range header",
+            asked.start,
+            asked.end - 1,
+            total.map_or("unknown".to_string(), |t| t.to_string())
+        )),
+    }
+}
+
 /// The part an UploadPart reply describes.
 fn part_etag(reply: &Reply, part_number: u32) -> StoreResult<CompletedPart> {
     let etag = xml::unquote_etag(reply.header("etag").unwrap_or_default());
@@ -961,8 +1052,43 @@ impl ObjectStore for HttpStore {
         )
         .flag("uploads");
         let call = self.attribute_headers(call, attributes);
-        let reply = self.execute(&call).await?;
-        xml::parse_initiate_multipart(reply.text()?)
+        let started = std::time::Instant::now();
+        let mut attempt = 1;
+        loop {
+            match self.attempt(&call).await {
+                Ok(reply) => {
+                    let upload_id = xml::parse_initiate_multipart(reply.text()?)?;
+                    if attempt > 1 {
+                        // An earlier attempt may have created an upload whose
+                        // answer was lost; only a listing can find it.
+                        let server_now = reply
+                            .header("date")
+                            .and_then(|d| httpdate::parse_http_date(d).ok())
+                            .unwrap_or_else(std::time::SystemTime::now);
+                        let since = server_now
+                            .checked_sub(started.elapsed() + LOST_UPLOAD_CLOCK_SLACK)
+                            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                        self.abort_lost_uploads(key, &upload_id, since).await;
+                    }
+                    return Ok(upload_id);
+                }
+                Err(err) if is_retryable(&err) && self.retry.allows_another(attempt) => {
+                    let wait = self.retry.delay(attempt, fastrand::f64());
+                    tracing::debug!(op = "CreateMultipartUpload", attempt, ?wait, error = %err, "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(err) => {
+                    if attempt > 1 {
+                        let since = std::time::SystemTime::now()
+                            .checked_sub(started.elapsed() + LOST_UPLOAD_CLOCK_SLACK)
+                            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                        self.abort_lost_uploads(key, "", since).await;
+                    }
+                    return Err(err);
+                }
+            }
+        }
     }
 
     async fn upload_part(&self, req: &UploadPartRequest) -> StoreResult<CompletedPart> {
@@ -1098,6 +1224,23 @@ impl ObjectStore for HttpStore {
         )
         .query("uploadId", upload_id);
         self.execute(&call).await.map(|_| ())
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+        marker: Option<&(String, String)>,
+    ) -> StoreResult<UploadPage> {
+        let mut call = Call::new(Operation::ListMultipartUploads, reqwest::Method::GET, None)
+            .flag("uploads")
+            .query("prefix", prefix);
+        if let Some((key, upload_id)) = marker {
+            call = call
+                .query("key-marker", key.clone())
+                .query("upload-id-marker", upload_id.clone());
+        }
+        let reply = self.execute(&call).await?;
+        xml::parse_list_uploads(reply.text()?)
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> StoreResult<Vec<PartSummary>> {

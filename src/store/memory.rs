@@ -133,6 +133,7 @@ struct StoredPart {
 
 struct Upload {
     key: String,
+    initiated: SystemTime,
     attributes: ObjectAttributes,
     parts: BTreeMap<u32, StoredPart>,
 }
@@ -699,6 +700,7 @@ impl ObjectStore for MemoryStore {
             upload_id.clone(),
             Upload {
                 key: key.to_string(),
+                initiated: SystemTime::now(),
                 attributes: attributes.clone(),
                 parts: BTreeMap::new(),
             },
@@ -845,6 +847,38 @@ impl ObjectStore for MemoryStore {
         upload(&st.uploads, key, upload_id)?;
         st.uploads.remove(upload_id);
         Ok(())
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+        marker: Option<&(String, String)>,
+    ) -> StoreResult<UploadPage> {
+        const PAGE: usize = 1000;
+        let mut st = self.state.lock();
+        st.enter(Operation::ListMultipartUploads)?;
+        let mut open: Vec<UploadSummary> = st
+            .uploads
+            .iter()
+            .filter(|(id, u)| {
+                u.key.starts_with(prefix) && marker.is_none_or(|(k, i)| (&u.key, *id) > (k, i))
+            })
+            .map(|(id, u)| UploadSummary {
+                key: u.key.clone(),
+                upload_id: id.clone(),
+                initiated: Some(u.initiated),
+            })
+            .collect();
+        open.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        let next = (open.len() > PAGE).then(|| {
+            open.truncate(PAGE);
+            let last = &open[PAGE - 1];
+            (last.key.clone(), last.upload_id.clone())
+        });
+        Ok(UploadPage {
+            uploads: open,
+            next,
+        })
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> StoreResult<Vec<PartSummary>> {

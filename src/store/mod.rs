@@ -120,6 +120,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> StoreResult<()>;
 
+    /// One page (at most 1,000) of the open multipart uploads whose key
+    /// starts with `prefix`, after the `(key, upload ID)` marker.
+    async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+        marker: Option<&(String, String)>,
+    ) -> StoreResult<UploadPage>;
+
     async fn list_parts(&self, key: &str, upload_id: &str) -> StoreResult<Vec<PartSummary>>;
 
     async fn copy_object(&self, req: &CopyRequest) -> StoreResult<PutResponse>;

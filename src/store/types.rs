@@ -301,6 +301,23 @@ pub struct PartSummary {
     pub size: u64,
 }
 
+/// An open multipart upload as ListMultipartUploads reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadSummary {
+    pub key: String,
+    pub upload_id: String,
+    /// When it was initiated, by the server's clock.
+    pub initiated: Option<SystemTime>,
+}
+
+/// One page of ListMultipartUploads and, when truncated, the (key, upload
+/// ID) markers to go on from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UploadPage {
+    pub uploads: Vec<UploadSummary>,
+    pub next: Option<(String, String)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompleteMultipartRequest {
     pub key: String,
@@ -367,6 +384,7 @@ pub enum Operation {
     CompleteMultipartUpload,
     AbortMultipartUpload,
     ListParts,
+    ListMultipartUploads,
     CopyObject,
     DeleteObject,
     DeleteObjects,
@@ -406,6 +424,7 @@ impl Operation {
             Operation::CompleteMultipartUpload => "CompleteMultipartUpload",
             Operation::AbortMultipartUpload => "AbortMultipartUpload",
             Operation::ListParts => "ListParts",
+            Operation::ListMultipartUploads => "ListMultipartUploads",
             Operation::CopyObject => "CopyObject",
             Operation::DeleteObject => "DeleteObject",
             Operation::DeleteObjects => "DeleteObjects",

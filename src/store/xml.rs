@@ -17,7 +17,7 @@
 use super::error::{ServiceDetails, StoreError, StoreResult};
 use super::types::{
     BucketInfo, CompletedPart, DeleteError, DeleteObjectsResult, ListContinuation, ListEntry,
-    ListPage, PartSummary,
+    ListPage, PartSummary, UploadPage, UploadSummary,
 };
 use serde::Deserialize;
 use std::time::SystemTime;
@@ -278,6 +278,45 @@ pub fn parse_list_parts(body: &str) -> StoreResult<(Vec<PartSummary>, Option<u32
         None
     };
     Ok((parts, next))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "PascalCase")]
+struct ListUploadsXml {
+    is_truncated: String,
+    next_key_marker: String,
+    next_upload_id_marker: String,
+    upload: Vec<UploadXml>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "PascalCase")]
+struct UploadXml {
+    key: String,
+    upload_id: String,
+    initiated: String,
+}
+
+/// One page of ListMultipartUploads.
+pub fn parse_list_uploads(body: &str) -> StoreResult<UploadPage> {
+    let raw: ListUploadsXml = parse(body, "ListMultipartUploadsResult")?;
+    let uploads = raw
+        .upload
+        .into_iter()
+        .map(|u| UploadSummary {
+            initiated: parse_iso8601(&u.initiated),
+            key: u.key,
+            upload_id: u.upload_id,
+        })
+        .collect();
+    let next =
+        parse_bool(&raw.is_truncated).then_some((raw.next_key_marker, raw.next_upload_id_marker));
+    if next.as_ref().is_some_and(|(k, _)| k.is_empty()) {
+        return Err(StoreError::InvalidResponse(
+            "ListMultipartUploads is truncated but names no NextKeyMarker".into(),
+        ));
+    }
+    Ok(UploadPage { uploads, next })
 }
 
 #[derive(Deserialize, Default)]
@@ -603,6 +642,54 @@ mod tests {
         assert!(
             parse_result_etag("<CopyObjectResult></CopyObjectResult>", "CopyObjectResult").is_err()
         );
+    }
+
+    #[test]
+    fn list_multipart_uploads_pages() {
+        // OSS API reference, 8.3.6 ListMultipartUploads sample (its
+        // `<IsTruncated>>false` kept as printed; first two uploads).
+        let page = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://doc.oss-cn-hangzhou.aliyuncs.com">
+  <Bucket>oss-example</Bucket>
+  <KeyMarker></KeyMarker>
+  <UploadIdMarker></UploadIdMarker>
+  <NextKeyMarker>oss.avi</NextKeyMarker>
+  <NextUploadIdMarker>0004B999EF518A1FE585B0C9360DC4C8</NextUploadIdMarker>
+  <Delimiter></Delimiter>
+  <Prefix></Prefix>
+  <MaxUploads>1000</MaxUploads>
+  <IsTruncated>>false</IsTruncated>
+  <Upload>
+    <Key>multipart.data</Key>
+    <UploadId>0004B999EF518A1FE585B0C9360DC4C8</UploadId>
+    <Initiated>2012-02-23T04:18:23.000Z</Initiated>
+  </Upload>
+  <Upload>
+    <Key>oss.avi</Key>
+    <UploadId>0004B999B8E707874FC2D692FA5D7****</UploadId>
+    <Initiated>2012-02-23T06:14:27.000Z</Initiated>
+  </Upload>
+</ListMultipartUploadsResult>"#;
+        let parsed = parse_list_uploads(page).unwrap();
+        assert_eq!(parsed.next, None);
+        assert_eq!(parsed.uploads.len(), 2);
+        assert_eq!(parsed.uploads[1].key, "oss.avi");
+        assert_eq!(
+            parsed.uploads[1].upload_id,
+            "0004B999B8E707874FC2D692FA5D7****"
+        );
+        let at = parsed.uploads[0].initiated.unwrap();
+        let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(secs, 1_329_970_703, "2012-02-23T04:18:23Z");
+        let truncated = parse_list_uploads(&page.replace(">false", "true")).unwrap();
+        assert_eq!(
+            truncated.next,
+            Some(("oss.avi".into(), "0004B999EF518A1FE585B0C9360DC4C8".into()))
+        );
+        let no_marker = page
+            .replace(">false", "true")
+            .replace("<NextKeyMarker>oss.avi</NextKeyMarker>", "");
+        assert!(parse_list_uploads(&no_marker).is_err());
     }
 
     #[test]

@@ -409,7 +409,10 @@ impl Emu {
             .arg(point)
             .arg("-o")
             .arg(all.join(","))
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("BUCKETFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         for var in CREDENTIAL_VARS {

@@ -158,14 +158,15 @@ class Emulator:
         args = [BIN, "emulator", "--dialect", self.dialect]
         for b in self.buckets:
             args += ["--bucket", b]
-        args += [
-            "--access-key", self.access_key,
-            "--secret-key", self.secret_key,
-            "--listen", f"{LOCAL}:0",
-        ]
+        args += ["--listen", f"{LOCAL}:0"]
+        # Keys go through the environment: `ps` does not show them, and a
+        # random secret that starts with '-' is not mistaken for a flag.
+        env = dict(os.environ)
+        env["BUCKETFS_EMULATOR_ACCESS_KEY"] = self.access_key
+        env["BUCKETFS_EMULATOR_SECRET_KEY"] = self.secret_key
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr, env=env
         )
         line = self._read_line(START_DEADLINE)
         m = re.search(r"http://127\.0\.0\.1:(\d+)", line)

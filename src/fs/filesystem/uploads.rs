@@ -172,16 +172,16 @@ impl BucketFs {
         let Some(writes) = &self.writes else {
             return;
         };
-        let (handles, unlinked) = file.with(|st| (st.handles, st.unlinked));
-        if handles > 0 || !(unlinked || file.is_clean()) {
+        if !file.is_idle() {
             return;
         }
+        let unlinked = file.with(|st| st.unlinked);
         let removed = match ino {
             Some(ino) => {
                 // The inode shows the uploaded object from now on: take the
                 // file's view before it leaves the registry.
                 let attr = self.inode(ino).ok().map(|i| self.overlay(ino, i.attr));
-                let removed = writes.remove(ino, file);
+                let removed = writes.remove_if_idle(ino, file);
                 if let (true, false, Some(mut attr)) = (removed, unlinked, attr) {
                     attr.etag = file.with(|st| st.base.as_ref().map(|b| b.etag.clone()));
                     let expires = Instant::now() + self.config.attr_ttl;

@@ -198,21 +198,19 @@ impl BucketFs {
         self.add_handle(handle)
     }
 
-    /// The dirty file of `inode`, made from the object if it has none yet;
-    /// with `handle` it counts one more open handle.
+    /// The dirty file of `inode`, made from the object if it has none yet,
+    /// held once more (`handles`): the caller releases it at close, or
+    /// with [`BucketFs::release_hold`].
     pub(super) async fn dirty_for(
         &self,
         inode: &Inode,
         truncate: bool,
-        handle: bool,
     ) -> FsResult<Arc<DirtyFile>> {
         let writes = self.writes()?;
-        if let Some(file) = writes.get(inode.ino) {
-            if truncate {
-                file.truncate(&writes.staging, 0)?;
-            }
-            if handle {
-                file.with(|st| st.handles += 1);
+        if let Some(file) = writes.get_held(inode.ino) {
+            if truncate && let Err(e) = file.truncate(&writes.staging, 0) {
+                self.release_hold(&file, inode.ino);
+                return Err(e);
             }
             return Ok(file);
         }
@@ -242,7 +240,7 @@ impl BucketFs {
             truncate,
         ));
         let file = writes
-            .insert_if_absent(inode.ino, file.clone())
+            .insert_held(inode.ino, file.clone())
             .unwrap_or_else(|winner| {
                 // Another call made one first: use it, drop ours.
                 writes.staging.remove(file.id, 0);
@@ -251,10 +249,24 @@ impl BucketFs {
                 }
                 winner
             });
-        if handle {
-            file.with(|st| st.handles += 1);
-        }
         Ok(file)
+    }
+
+    /// Drops a hold on `file` (a handle's, or one taken for a single
+    /// operation): the file is staged when nothing holds it any more, as a
+    /// close would. Data written through a handle never flushed (which the
+    /// kernel, flushing on close, does not leave) is staged all the same.
+    pub(super) fn release_hold(&self, file: &Arc<DirtyFile>, ino: u64) {
+        let handles = file.with(|st| {
+            st.handles = st.handles.saturating_sub(1);
+            st.handles
+        });
+        if handles == 0 {
+            if file.has_unstaged() {
+                let _ = self.stage(file, Some(ino));
+            }
+            self.retire(file, Some(ino));
+        }
     }
 
     /// Reads `offset..offset+len` of a dirty file: staged bytes from disk,
@@ -545,19 +557,7 @@ impl BucketFs {
             last
         };
         if let Some(file) = file {
-            let handles = file.with(|st| {
-                st.handles = st.handles.saturating_sub(1);
-                st.handles
-            });
-            if handles == 0 {
-                if file.has_unstaged() {
-                    // Written through a handle that was never flushed
-                    // (cannot happen through the kernel, which flushes on
-                    // close): stage it anyway.
-                    let _ = self.stage(file, Some(ino));
-                }
-                self.retire(file, Some(ino));
-            }
+            self.release_hold(file, ino);
         }
         if last {
             let hidden_key = {
@@ -595,22 +595,33 @@ impl BucketFs {
         if let Some(size) = set.size {
             self.check_size(size)?;
         }
-        let staged = self.staged(ino);
-        if inode.attr.kind == EntryKind::File && (set.size.is_some() || staged.is_some()) {
-            let file = match staged {
-                Some(f) => f,
-                None => self.dirty_for(&inode, false, false).await?,
-            };
-            let writes = self.writes()?;
-            if let Some(size) = set.size {
-                file.truncate(&writes.staging, size)?;
+        let held = match inode.attr.kind {
+            EntryKind::File => self.writes()?.get_held(ino),
+            _ => None,
+        };
+        let held = match held {
+            None if inode.attr.kind == EntryKind::File && set.size.is_some() => {
+                Some(self.dirty_for(&inode, false).await?)
             }
-            if set.mode.is_some() || set.uid.is_some() || set.gid.is_some() || set.mtime.is_some() {
+            held => held,
+        };
+        if let Some(file) = held {
+            let writes = self.writes()?;
+            let truncated = match set.size {
+                Some(size) => file.truncate(&writes.staging, size),
+                None => Ok(()),
+            };
+            if truncated.is_ok()
+                && (set.mode.is_some()
+                    || set.uid.is_some()
+                    || set.gid.is_some()
+                    || set.mtime.is_some())
+            {
                 file.set_meta(|m| apply(m, &set));
             }
-            if file.with(|st| st.handles) == 0 {
-                self.stage(&file, Some(ino))?;
-            }
+            // Staged here when no handle is open; else at their close.
+            self.release_hold(&file, ino);
+            truncated?;
             return self.getattr(ino).await;
         }
         if set.size.is_some() {
@@ -626,15 +637,11 @@ impl BucketFs {
     /// Replaces the metadata of the object behind a clean `inode` (subtle
     /// case 5), or of its dirty file.
     async fn change_metadata(&self, inode: &Inode, f: impl FnOnce(&mut FileMeta)) -> FsResult<()> {
-        if let Some(file) = self.staged(inode.ino) {
+        if let Some(file) = self.writes()?.get_held(inode.ino) {
             file.set_meta(f);
-            if !fits(&file.with(|st| st.meta.clone())) {
-                return Err(libc::ENOSPC);
-            }
-            if file.with(|st| st.handles) == 0 {
-                self.stage(&file, Some(inode.ino))?;
-            }
-            return Ok(());
+            let fits = fits(&file.with(|st| st.meta.clone()));
+            self.release_hold(&file, inode.ino);
+            return if fits { Ok(()) } else { Err(libc::ENOSPC) };
         }
         let key = inode.key.clone();
         let mode = type_bits(inode.attr.kind) | inode.attr.perm;

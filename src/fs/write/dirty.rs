@@ -548,6 +548,14 @@ impl DirtyFile {
         st.inflight.is_none() && self.progress.borrow().uploaded >= st.generation
     }
 
+    /// Whether no handle holds the file and it owes no upload (or was
+    /// unlinked): the file may leave the registry.
+    pub fn is_idle(&self) -> bool {
+        let st = self.state.lock();
+        let clean = st.inflight.is_none() && self.progress.borrow().uploaded >= st.generation;
+        st.handles == 0 && (st.unlinked || clean)
+    }
+
     /// Makes the caller the file's upload task, unless one runs already.
     pub fn claim_task(&self) -> bool {
         let mut st = self.state.lock();

@@ -71,29 +71,47 @@ impl Writes {
         self.by_ino.lock().get(&ino).cloned()
     }
 
+    /// The dirty file of `ino` with one more holder (`handles`). Counted
+    /// under the registry lock, so [`Writes::remove_if_idle`] cannot retire
+    /// the file between the lookup and the count: a write through a
+    /// retired file would go to a staging file already deleted, and the
+    /// next open would start from an object about to change.
+    pub fn get_held(&self, ino: u64) -> Option<Arc<DirtyFile>> {
+        let by_ino = self.by_ino.lock();
+        let file = by_ino.get(&ino)?.clone();
+        file.with(|st| st.handles += 1);
+        Some(file)
+    }
+
     pub fn insert(&self, ino: u64, file: Arc<DirtyFile>) {
         self.by_ino.lock().insert(ino, file);
     }
 
     /// Registers `file` for `ino` unless one is there already, which is
-    /// returned as the error.
-    pub fn insert_if_absent(
+    /// returned as the error. The registered file gets one more holder
+    /// (as [`Writes::get_held`]).
+    pub fn insert_held(
         &self,
         ino: u64,
         file: Arc<DirtyFile>,
     ) -> Result<Arc<DirtyFile>, Arc<DirtyFile>> {
         let mut by_ino = self.by_ino.lock();
         if let Some(existing) = by_ino.get(&ino) {
+            existing.with(|st| st.handles += 1);
             return Err(existing.clone());
         }
+        file.with(|st| st.handles += 1);
         by_ino.insert(ino, file.clone());
         Ok(file)
     }
 
-    /// Forgets the dirty file of `ino` if it is still `file`.
-    pub fn remove(&self, ino: u64, file: &Arc<DirtyFile>) -> bool {
+    /// Forgets the dirty file of `ino` if it is still `file`, no handle
+    /// holds it and it has nothing left to upload (or was unlinked). The
+    /// check and the removal happen under the registry lock that
+    /// [`Writes::get_held`] counts holders under.
+    pub fn remove_if_idle(&self, ino: u64, file: &Arc<DirtyFile>) -> bool {
         let mut by_ino = self.by_ino.lock();
-        if by_ino.get(&ino).is_some_and(|f| Arc::ptr_eq(f, file)) {
+        if by_ino.get(&ino).is_some_and(|f| Arc::ptr_eq(f, file)) && file.is_idle() {
             by_ino.remove(&ino);
             return true;
         }
