@@ -950,19 +950,50 @@ async fn listing_falls_back_to_v1_when_v2_is_refused() {
     let page = store.list_objects(&ListRequest::default()).await.unwrap();
     assert_eq!(page.next, Some(ListContinuation::Marker("b/c".into())));
     assert_eq!(page.common_prefixes, vec!["b/".to_string()]);
-    // The next page goes straight to V1 with the marker.
-    store
+    // The next page goes straight to V1 with the marker. This server gives
+    // the same page again, resuming where it began: an error, not a loop.
+    let again = store
         .list_objects(&ListRequest {
             continuation: page.next.clone(),
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        matches!(&again, StoreError::InvalidResponse(m) if m.contains("never end")),
+        "{again}"
+    );
     let queries: Vec<String> = server.requests().into_iter().map(|r| r.query).collect();
     assert_eq!(queries.len(), 3);
     assert!(queries[0].contains("list-type=2"));
     assert!(!queries[1].contains("list-type"));
     assert!(!queries[2].contains("list-type") && queries[2].contains("marker=b%2Fc"));
+}
+
+#[tokio::test]
+async fn a_v2_listing_that_repeats_its_token_is_an_error_not_a_loop() {
+    let server = s3_server(Box::new(|_: &Received| {
+        respond(
+            200,
+            &[],
+            "<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken>same</NextContinuationToken><Contents><Key>a</Key><Size>1</Size></Contents></ListBucketResult>",
+        )
+    }))
+    .await;
+    let store = store_for(&server, Dialect::new(Provider::S3), fast_retry(1));
+    let first = store.list_objects(&ListRequest::default()).await.unwrap();
+    assert_eq!(first.next, Some(ListContinuation::Token("same".into())));
+    let err = store
+        .list_objects(&ListRequest {
+            continuation: first.next,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InvalidResponse(m) if m.contains("never end")),
+        "{err}"
+    );
 }
 
 #[tokio::test]

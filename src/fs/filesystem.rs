@@ -286,7 +286,7 @@ impl BucketFs {
         let listing = Arc::new(builder.finish());
         for key in &listing.skipped {
             self.log_once(key, || {
-                format!("key {key:?} cannot be shown as a path (empty, '.', '..' or over {NAME_MAX} bytes): skipped")
+                format!("key {key:?} cannot be shown as a path (an empty, '.' or '..' component, over {NAME_MAX} bytes, a NUL byte, or not UTF-8): skipped")
             });
         }
         for key in &listing.shadowed {

@@ -10,7 +10,8 @@
 //!    directory; the file is reported as shadowed so the caller can log it.
 //! 3. Keys that cannot be a path component are skipped and reported: empty
 //!    components (`a//b`), `.` and `..`, names over 255 bytes, names with a
-//!    NUL byte.
+//!    NUL byte, and keys that are not UTF-8 (xml.rs leaves them out of
+//!    the page's objects).
 //! 4. Listings carry size, mtime and ETag only; permissions and owners come
 //!    from the mount defaults until a HEAD reads the s3fs-compatible metadata
 //!    (`mode`, `uid`, `gid`, `mtime`), which s3fs, ossfs, cosfs and obsfs
@@ -119,6 +120,9 @@ impl ListingBuilder {
 
     /// Adds one page; pages may repeat a common prefix (some V1 servers do).
     pub fn add_page(&mut self, page: &ListPage) {
+        self.listing
+            .skipped
+            .extend(page.undecodable.iter().cloned());
         for object in &page.objects {
             self.add_object(object);
         }
@@ -338,6 +342,43 @@ pub fn parse_unix_time(s: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever keys a listing holds: every name shown is a valid path
+        /// component, and every key is shown, or the marker, or reported as
+        /// skipped or shadowed; none disappears silently.
+        #[test]
+        fn every_listed_key_becomes_a_name_or_is_reported(
+            keys in prop::collection::vec("(d/)?[a./\\x01 \\PC]{0,8}", 0..24),
+            prefixes in prop::collection::vec("d/[a./\\PC]{0,6}/", 0..6),
+        ) {
+            let objects: Vec<(&str, u64)> = keys.iter().map(|k| (k.as_str(), 1)).collect();
+            let dirs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+            let mut builder = ListingBuilder::new("d/", defaults());
+            builder.add_page(&page(&objects, &dirs));
+            let listing = builder.finish();
+            for (name, entry) in &listing.entries {
+                prop_assert!(valid_component(name), "{:?} shown", name);
+                prop_assert!(entry.key.starts_with("d/"));
+            }
+            for key in keys.iter().chain(&prefixes) {
+                let rest = key.strip_prefix("d/");
+                let first = rest.map(|r| r.split('/').next().unwrap_or_default());
+                let shown = first.is_some_and(|f| listing.entries.contains_key(f));
+                let marker = rest == Some("") && listing.marker.is_some();
+                // A deeper key stands for its first directory, and is
+                // reported as that directory when the name cannot be one.
+                let as_dir = first.map(|f| format!("d/{f}/"));
+                let reported = listing.skipped.contains(key)
+                    || listing.shadowed.contains(key)
+                    || as_dir.is_some_and(|d| listing.skipped.contains(&d));
+                prop_assert!(shown || marker || reported, "{:?} vanished", key);
+            }
+        }
+    }
     use crate::store::Metadata;
 
     fn defaults() -> AttrDefaults {
@@ -364,6 +405,7 @@ mod tests {
             objects: objects.iter().map(|(k, s)| object(k, *s)).collect(),
             common_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
             next: None,
+            undecodable: Vec::new(),
         }
     }
 

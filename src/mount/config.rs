@@ -425,6 +425,12 @@ pub struct MountOptions {
     /// `read_timeout=DURATION`: longest silence of the server within one
     /// request before it is abandoned (and retried). Default 30 s.
     pub read_timeout: Option<Duration>,
+    /// `ca_file=PATH`: a PEM bundle of CA certificates trusted besides the
+    /// system's (a private CA, a self-signed server).
+    pub ca_file: Option<PathBuf>,
+    /// `no_check_certificate` (s3fs's name): accept any server
+    /// certificate. Logged as a warning at mount.
+    pub no_check_certificate: bool,
     /// `dir_ttl=DURATION`: how long directory listings are trusted. Default 1 s.
     pub dir_ttl: Duration,
     /// `negative_ttl=DURATION`: how long "no such file" is remembered.
@@ -502,6 +508,8 @@ impl Default for MountOptions {
             cache_size: DEFAULT_CACHE_SIZE,
             attr_ttl: DEFAULT_ATTR_TTL,
             read_timeout: None,
+            ca_file: None,
+            no_check_certificate: false,
             dir_ttl: DEFAULT_DIR_TTL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             part_size: DEFAULT_PART_SIZE,
@@ -608,6 +616,8 @@ impl MountOptions {
                 }
                 "attr_ttl" => o.attr_ttl = parse_duration(need()?).map_err(bad)?,
                 "read_timeout" => o.read_timeout = Some(parse_duration(need()?).map_err(bad)?),
+                "ca_file" => o.ca_file = Some(PathBuf::from(need()?)),
+                "no_check_certificate" => o.no_check_certificate = flag()?,
                 "dir_ttl" => o.dir_ttl = parse_duration(need()?).map_err(bad)?,
                 "negative_ttl" => o.negative_ttl = parse_duration(need()?).map_err(bad)?,
                 "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {
@@ -1280,6 +1290,8 @@ impl MountConfig {
         if let Some(t) = self.options.read_timeout {
             config.read_timeout = t;
         }
+        config.ca_file = self.options.ca_file.clone();
+        config.accept_invalid_certs = self.options.no_check_certificate;
         config
     }
 }

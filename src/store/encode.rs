@@ -31,10 +31,18 @@ pub fn path(s: &str) -> String {
     utf8_percent_encode(s, PATH).to_string()
 }
 
-/// Decodes `%XX` escapes; invalid UTF-8 is replaced rather than failing, since
-/// keys from a server we cannot decode are skipped by the caller anyway.
+/// Decodes `%XX` escapes; invalid UTF-8 is replaced (U+FFFD).
 pub fn decode(s: &str) -> String {
     percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// Decodes `%XX` escapes, or `None` when the bytes are not UTF-8 (a key
+/// no path can name, nor a request address exactly).
+pub fn decode_exact(s: &str) -> Option<String> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
 }
 
 /// Decodes a form-encoded value, where `+` means a space (the `encoding-type=url`

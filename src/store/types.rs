@@ -94,6 +94,10 @@ pub struct ListPage {
     pub common_prefixes: Vec<String>,
     /// Present when the listing is truncated.
     pub next: Option<ListContinuation>,
+    /// Keys and prefixes whose `encoding-type=url` form decodes to bytes
+    /// that are not UTF-8, as sent (left out of `objects` and
+    /// `common_prefixes`: no path can name them).
+    pub undecodable: Vec<String>,
 }
 
 /// A ranged (or whole) GetObject.

@@ -84,6 +84,22 @@ pub enum KeyEncoding {
 }
 
 impl KeyEncoding {
+    /// The key, `None` if its bytes are not UTF-8.
+    fn decode_exact(self, s: &str) -> Option<String> {
+        match self {
+            KeyEncoding::Plain => Some(s.to_string()),
+            KeyEncoding::Url { plus_is_space } => {
+                let s = if plus_is_space {
+                    s.replace('+', " ")
+                } else {
+                    s.to_string()
+                };
+                super::encode::decode_exact(&s)
+            }
+        }
+    }
+
+    /// The key, bytes that are not UTF-8 replaced.
     fn decode(self, s: &str) -> String {
         match self {
             KeyEncoding::Plain => s.to_string(),
@@ -133,19 +149,36 @@ pub fn parse_list(body: &str, v2: bool, plus_is_space: bool) -> StoreResult<List
         _ => KeyEncoding::Plain,
     };
     let mut objects = Vec::with_capacity(raw.contents.len());
+    let mut undecodable = Vec::new();
+    // The last key or prefix as sent, for a V1 marker (below).
+    let mut last_seen: Option<String> = None;
     for c in raw.contents {
+        let Some(key) = encoding.decode_exact(&c.key) else {
+            last_seen = last_seen.max(Some(encoding.decode(&c.key)));
+            undecodable.push(c.key);
+            continue;
+        };
+        last_seen = last_seen.max(Some(key.clone()));
         objects.push(ListEntry {
-            key: encoding.decode(&c.key),
+            key,
             size: parse_u64(&c.size, "Size")?,
             etag: unquote_etag(&c.etag),
             last_modified: parse_iso8601(&c.last_modified),
         });
     }
-    let common_prefixes: Vec<String> = raw
-        .common_prefixes
-        .into_iter()
-        .map(|p| encoding.decode(&p.prefix))
-        .collect();
+    let mut common_prefixes = Vec::with_capacity(raw.common_prefixes.len());
+    for p in raw.common_prefixes {
+        match encoding.decode_exact(&p.prefix) {
+            Some(prefix) => {
+                last_seen = last_seen.max(Some(prefix.clone()));
+                common_prefixes.push(prefix);
+            }
+            None => {
+                last_seen = last_seen.max(Some(encoding.decode(&p.prefix)));
+                undecodable.push(p.prefix);
+            }
+        }
+    }
     let next = if !parse_bool(&raw.is_truncated) {
         None
     } else if v2 {
@@ -160,11 +193,7 @@ pub fn parse_list(body: &str, v2: bool, plus_is_space: bool) -> StoreResult<List
             .next_marker
             .map(|m| encoding.decode(&m))
             .filter(|m| !m.is_empty())
-            .or_else(|| {
-                let last_key = objects.last().map(|o| o.key.clone());
-                let last_prefix = common_prefixes.last().cloned();
-                last_key.max(last_prefix)
-            })
+            .or(last_seen)
             .ok_or_else(|| {
                 StoreError::InvalidResponse(
                     "truncated V1 listing with nothing to resume from".into(),
@@ -176,6 +205,7 @@ pub fn parse_list(body: &str, v2: bool, plus_is_space: bool) -> StoreResult<List
         objects,
         common_prefixes,
         next,
+        undecodable,
     })
 }
 
@@ -419,6 +449,72 @@ pub fn complete_multipart_body(parts: &[CompletedPart]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Every parser of server answers, on `body`: none may panic, whatever
+    /// it is given.
+    fn parse_with_all(body: &str) {
+        let _ = root_element(body);
+        let _ = parse_list(body, true, false);
+        let _ = parse_list(body, false, true);
+        let _ = parse_error(500, body, Some("id"));
+        let _ = parse_initiate_multipart(body);
+        let _ = parse_result_etag(body, "CopyObjectResult");
+        let _ = parse_list_parts(body);
+        let _ = parse_list_uploads(body);
+        let _ = parse_delete_result(body);
+        let _ = parse_oss_bucket_info(body);
+    }
+
+    /// Well-formed answers of each kind, to be cut and spliced.
+    const SAMPLES: [&str; 4] = [
+        OSS_LIST_V2_TRUNCATED,
+        "<ListPartsResult><IsTruncated>true</IsTruncated><NextPartNumberMarker>2</NextPartNumberMarker><Part><PartNumber>2</PartNumber><ETag>\"e\"</ETag><Size>5</Size></Part></ListPartsResult>",
+        "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated><NextKeyMarker>k</NextKeyMarker><Upload><Key>k</Key><UploadId>u</UploadId><Initiated>2026-01-01T00:00:00.000Z</Initiated></Upload></ListMultipartUploadsResult>",
+        "<Error><Code>SlowDown</Code><Message>m</Message><RequestId>r</RequestId></Error>",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn no_parser_panics_on_any_text(body in "\\PC{0,300}") {
+            parse_with_all(&body);
+        }
+
+        /// Answers cut short (a connection lost mid-body) or with bytes
+        /// spliced in (a broken proxy).
+        #[test]
+        fn no_parser_panics_on_cut_or_spliced_answers(
+            sample in prop::sample::select(SAMPLES.to_vec()),
+            at in any::<prop::sample::Index>(),
+            junk in "[<>/&;#\"'=a-zA-Z0-9% \\-]{0,16}",
+        ) {
+            let mut cut = at.index(sample.len() + 1);
+            while !sample.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            parse_with_all(&sample[..cut]);
+            parse_with_all(&format!("{}{junk}{}", &sample[..cut], &sample[cut..]));
+        }
+
+        /// Any key the server sends url-encoded comes back exactly, in
+        /// both `+` conventions.
+        #[test]
+        fn url_encoded_keys_come_back_exactly(key in "\\PC{1,60}", plus_is_space in any::<bool>()) {
+            let sent = if plus_is_space {
+                super::super::encode::strict(&key).replace("%20", "+")
+            } else {
+                super::super::encode::strict(&key)
+            };
+            let body = format!(
+                "<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated><Contents><Key>{sent}</Key><Size>3</Size></Contents><CommonPrefixes><Prefix>{sent}/</Prefix></CommonPrefixes></ListBucketResult>"
+            );
+            let page = parse_list(&body, true, plus_is_space).unwrap();
+            prop_assert_eq!(&page.objects[0].key, &key);
+            prop_assert_eq!(&page.common_prefixes[0], &format!("{key}/"));
+        }
+    }
 
     // OSS API reference, 7.1.4 GetBucketV2 (ListObjectsV2), sample response to
     // "StartAfter, MaxKeys and FetchOwner" (first two entries kept).
@@ -641,6 +737,28 @@ mod tests {
         assert_eq!(root_element(late_error), Some("Error"));
         assert!(
             parse_result_etag("<CopyObjectResult></CopyObjectResult>", "CopyObjectResult").is_err()
+        );
+    }
+
+    #[test]
+    fn keys_that_are_not_utf8_are_left_out_and_reported() {
+        let body = r#"<ListBucketResult><EncodingType>url</EncodingType>
+<IsTruncated>true</IsTruncated>
+<Contents><Key>ok%20key</Key><Size>1</Size></Contents>
+<Contents><Key>zz%FFbad</Key><Size>2</Size></Contents>
+<CommonPrefixes><Prefix>p%C3/</Prefix></CommonPrefixes>
+<CommonPrefixes><Prefix>dir/</Prefix></CommonPrefixes>
+</ListBucketResult>"#;
+        let page = parse_list(body, false, false).unwrap();
+        let keys: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["ok key"]);
+        assert_eq!(page.common_prefixes, ["dir/"]);
+        assert_eq!(page.undecodable, ["zz%FFbad", "p%C3/"]);
+        // V1 without NextMarker: the listing goes on after the last key
+        // sent, even one left out, so it cannot loop.
+        assert_eq!(
+            page.next,
+            Some(ListContinuation::Marker("zz\u{FFFD}bad".into()))
         );
     }
 
