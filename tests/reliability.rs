@@ -31,6 +31,9 @@
 //!    bucket, the interrupted step left one of its two versions (never a
 //!    torn new file), no object appears that no step made, and the
 //!    staging area is empty once `bucketfs umount` returns.
+//! 7. Permissions with `allow_other` (as root, two uids without passwd
+//!    entries): one user cannot read, write, chmod or remove the other's
+//!    0600 file nor create in her 0755 directory; she can.
 //!
 //! Needs FUSE. Run: `cargo test --test reliability`.
 
@@ -928,4 +931,71 @@ fn while_the_server_is_down_reads_fail_in_bounded_time_and_writes_wait_for_it() 
     reader.read_exact_at(&mut again, 0).unwrap();
     assert_eq!(&again[..], &cold[..64 << 10]);
     assert!(alive(m.pid()), "the daemon rode out the outage");
+}
+
+/// Runs `script` with `sh -c` as `uid` (group `uid`), no other groups;
+/// returns whether it succeeded and what it wrote to stderr (std drops
+/// the supplementary groups when root switches user).
+fn as_user(uid: u32, dir: &Path, script: &str) -> (bool, String) {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .uid(uid)
+        .gid(uid)
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn with_allow_other_one_user_cannot_read_or_change_anothers_files() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("switching between two users needs root");
+    }
+    let Some(emu) = Emu::start(Provider::S3) else {
+        return;
+    };
+    let m = emu.mount("", &["allow_other"]);
+    fs::create_dir(m.path("shared")).unwrap();
+    fs::set_permissions(
+        m.path("shared"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let (alice, bob) = (64_001, 64_002);
+    let shared = m.path("shared");
+    let (ok, err) = as_user(
+        alice,
+        &shared,
+        "mkdir alice && echo secret > alice/private && chmod 600 alice/private && cat alice/private >/dev/null",
+    );
+    assert!(ok, "the owner works in her own directory: {err}");
+    let md = fs::metadata(shared.join("alice/private")).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o777), (alice, 0o600));
+    for (what, script) in [
+        ("read another user's 0600 file", "cat alice/private"),
+        ("write another user's 0600 file", "echo x >> alice/private"),
+        ("create in another user's 0755 directory", "touch alice/new"),
+        (
+            "remove from another user's 0755 directory",
+            "rm -f alice/private",
+        ),
+        ("chmod another user's file", "chmod 666 alice/private"),
+    ] {
+        let (ok, err) = as_user(bob, &shared, script);
+        assert!(!ok, "bob could {what}");
+        assert!(
+            err.contains("Permission denied") || err.contains("Operation not permitted"),
+            "{what}: {err}"
+        );
+    }
+    assert_eq!(fs::read(shared.join("alice/private")).unwrap(), b"secret\n");
+    assert!(!shared.join("alice/new").exists());
 }
