@@ -751,12 +751,7 @@ fn a_daemon_killed_mid_workload_loses_nothing_close_returned_for() {
         signal(m.pid(), libc::SIGKILL);
         let _ = m.wait_exit();
         let (work, (change, error)) = worker.join().expect("the workload ran");
-        let _ = Command::new("fusermount3")
-            .arg("-u")
-            .arg("-z")
-            .arg(&m.point)
-            .stderr(Stdio::null())
-            .status();
+        detach(&m.point);
         wait_until("the dead mount is gone", || !is_mounted(&m.point));
 
         // A new daemon on the same cache directory uploads what was owed;

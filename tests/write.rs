@@ -817,11 +817,7 @@ fn a_killed_daemon_loses_nothing_that_close_returned_for() {
         let pid = m.pid();
         signal(pid, libc::SIGKILL);
         let _ = m.wait_exit();
-        let _ = Command::new("fusermount3")
-            .arg("-u")
-            .arg("-z")
-            .arg(&m.point)
-            .status();
+        detach(&m.point);
         for rel in files.keys() {
             assert!(
                 stored(&emu, rel).is_none(),

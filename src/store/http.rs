@@ -569,17 +569,26 @@ impl HttpStore {
     }
 
     async fn execute_with(&self, call: &Call, policy: RetryPolicy) -> StoreResult<Reply> {
+        self.execute_counting(call, policy).await.0
+    }
+
+    /// [`Self::execute_with`], also saying how many attempts were sent.
+    async fn execute_counting(
+        &self,
+        call: &Call,
+        policy: RetryPolicy,
+    ) -> (StoreResult<Reply>, u32) {
         let mut attempt = 1;
         loop {
             match self.attempt(call).await {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => return (Ok(reply), attempt),
                 Err(err) if is_retryable(&err) && policy.allows_another(attempt) => {
                     let wait = policy.delay(attempt, fastrand::f64());
                     tracing::debug!(op = call.op.name(), attempt, ?wait, error = %err, "retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(err) => return Err(err),
+                Err(err) => return (Err(err), attempt),
             }
         }
     }
@@ -1106,42 +1115,29 @@ impl ObjectStore for HttpStore {
         .flag("uploads");
         let call = self.attribute_headers(call, attributes);
         let started = std::time::Instant::now();
-        let mut attempt = 1;
-        loop {
-            match self.attempt(&call).await {
-                Ok(reply) => {
-                    let upload_id = xml::parse_initiate_multipart(reply.text()?)?;
-                    if attempt > 1 {
-                        // An earlier attempt may have created an upload whose
-                        // answer was lost; only a listing can find it.
-                        let server_now = reply
-                            .header("date")
-                            .and_then(|d| httpdate::parse_http_date(d).ok())
-                            .unwrap_or_else(std::time::SystemTime::now);
-                        let since = server_now
-                            .checked_sub(started.elapsed() + LOST_UPLOAD_CLOCK_SLACK)
-                            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-                        self.abort_lost_uploads(key, &upload_id, since).await;
-                    }
-                    return Ok(upload_id);
-                }
-                Err(err) if is_retryable(&err) && self.retry.allows_another(attempt) => {
-                    let wait = self.retry.delay(attempt, fastrand::f64());
-                    tracing::debug!(op = "CreateMultipartUpload", attempt, ?wait, error = %err, "retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(err) => {
-                    if attempt > 1 {
-                        let since = std::time::SystemTime::now()
-                            .checked_sub(started.elapsed() + LOST_UPLOAD_CLOCK_SLACK)
-                            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-                        self.abort_lost_uploads(key, "", since).await;
-                    }
-                    return Err(err);
-                }
-            }
+        let (reply, attempts) = self.execute_counting(&call, self.retry).await;
+        // The upload ID, and the server's clock when it answered.
+        let created = reply.and_then(|reply| {
+            let upload_id = xml::parse_initiate_multipart(reply.text()?)?;
+            let date = reply
+                .header("date")
+                .and_then(|d| httpdate::parse_http_date(d).ok());
+            Ok((upload_id, date))
+        });
+        if attempts > 1 {
+            // An earlier attempt may have created an upload whose answer
+            // was lost; only a listing can find it.
+            let (keep, server_now) = match &created {
+                Ok((upload_id, date)) => (upload_id.as_str(), *date),
+                Err(_) => ("", None),
+            };
+            let since = server_now
+                .unwrap_or_else(std::time::SystemTime::now)
+                .checked_sub(started.elapsed() + LOST_UPLOAD_CLOCK_SLACK)
+                .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            self.abort_lost_uploads(key, keep, since).await;
         }
+        created.map(|(upload_id, _)| upload_id)
     }
 
     async fn upload_part(&self, req: &UploadPartRequest) -> StoreResult<CompletedPart> {

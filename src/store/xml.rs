@@ -148,17 +148,25 @@ pub fn parse_list(body: &str, v2: bool, plus_is_space: bool) -> StoreResult<List
         Some(e) if e.eq_ignore_ascii_case("url") => KeyEncoding::Url { plus_is_space },
         _ => KeyEncoding::Plain,
     };
-    let mut objects = Vec::with_capacity(raw.contents.len());
     let mut undecodable = Vec::new();
     // The last key or prefix as sent, for a V1 marker (below).
     let mut last_seen: Option<String> = None;
+    // A key or prefix decoded, or `None` (then reported) if it is not UTF-8.
+    let mut decode = |sent: String| {
+        let key = encoding.decode_exact(&sent);
+        last_seen = last_seen
+            .take()
+            .max(Some(key.clone().unwrap_or_else(|| encoding.decode(&sent))));
+        if key.is_none() {
+            undecodable.push(sent);
+        }
+        key
+    };
+    let mut objects = Vec::with_capacity(raw.contents.len());
     for c in raw.contents {
-        let Some(key) = encoding.decode_exact(&c.key) else {
-            last_seen = last_seen.max(Some(encoding.decode(&c.key)));
-            undecodable.push(c.key);
+        let Some(key) = decode(c.key) else {
             continue;
         };
-        last_seen = last_seen.max(Some(key.clone()));
         objects.push(ListEntry {
             key,
             size: parse_u64(&c.size, "Size")?,
@@ -166,19 +174,11 @@ pub fn parse_list(body: &str, v2: bool, plus_is_space: bool) -> StoreResult<List
             last_modified: parse_iso8601(&c.last_modified),
         });
     }
-    let mut common_prefixes = Vec::with_capacity(raw.common_prefixes.len());
-    for p in raw.common_prefixes {
-        match encoding.decode_exact(&p.prefix) {
-            Some(prefix) => {
-                last_seen = last_seen.max(Some(prefix.clone()));
-                common_prefixes.push(prefix);
-            }
-            None => {
-                last_seen = last_seen.max(Some(encoding.decode(&p.prefix)));
-                undecodable.push(p.prefix);
-            }
-        }
-    }
+    let common_prefixes: Vec<String> = raw
+        .common_prefixes
+        .into_iter()
+        .filter_map(|p| decode(p.prefix))
+        .collect();
     let next = if !parse_bool(&raw.is_truncated) {
         None
     } else if v2 {

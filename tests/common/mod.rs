@@ -522,12 +522,7 @@ impl Drop for Mount {
             wait_with_deadline(child, Duration::from_secs(10));
         }
         if is_mounted(&self.point) {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&self.point)
-                .stderr(Stdio::null())
-                .status();
+            detach(&self.point);
         }
         if is_mounted(&self.point) {
             let _ = Command::new("umount").arg("-l").arg(&self.point).status();
@@ -553,6 +548,17 @@ impl Drop for Mount {
 pub fn signal(pid: i32, sig: i32) {
     // SAFETY: kill(2) with a pid this test started; no memory is involved.
     unsafe { libc::kill(pid, sig) };
+}
+
+/// `fusermount3 -u -z POINT`: detaches a mount, a dead one included (its
+/// daemon killed), without waiting for its users.
+pub fn detach(point: &Path) {
+    let _ = Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(point)
+        .stderr(Stdio::null())
+        .status();
 }
 
 pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {

@@ -544,16 +544,19 @@ impl DirtyFile {
 
     /// Whether every generation is uploaded.
     pub fn is_clean(&self) -> bool {
-        let st = self.state.lock();
-        st.inflight.is_none() && self.progress.borrow().uploaded >= st.generation
+        self.clean_in(&self.state.lock())
     }
 
     /// Whether no handle holds the file and it owes no upload (or was
     /// unlinked): the file may leave the registry.
     pub fn is_idle(&self) -> bool {
         let st = self.state.lock();
-        let clean = st.inflight.is_none() && self.progress.borrow().uploaded >= st.generation;
-        st.handles == 0 && (st.unlinked || clean)
+        st.handles == 0 && (st.unlinked || self.clean_in(&st))
+    }
+
+    /// [`Self::is_clean`] with the state already locked.
+    fn clean_in(&self, st: &DirtyState) -> bool {
+        st.inflight.is_none() && self.progress.borrow().uploaded >= st.generation
     }
 
     /// Makes the caller the file's upload task, unless one runs already.
