@@ -34,6 +34,10 @@
 //! 7. Permissions with `allow_other` (as root, two uids without passwd
 //!    entries): one user cannot read, write, chmod or remove the other's
 //!    0600 file nor create in her 0755 directory; she can.
+//! 8. TLS, through a TLS front of the store with a certificate from a CA
+//!    of the test's own: without `ca_file` the mount is refused (the
+//!    handshake fails on the client's side), with `ca_file=CA.pem` it
+//!    works, and `no_check_certificate` works while logging a warning.
 //!
 //! Needs FUSE. Run: `cargo test --test reliability`.
 
@@ -993,4 +997,123 @@ fn with_allow_other_one_user_cannot_read_or_change_anothers_files() {
     }
     assert_eq!(fs::read(shared.join("alice/private")).unwrap(), b"secret\n");
     assert!(!shared.join("alice/new").exists());
+}
+
+/// A TLS front of the store: terminates TLS for `127.0.0.1` with a
+/// certificate issued by a CA made here, and passes the bytes on. Counts
+/// the handshakes that failed (a client that refused the certificate).
+struct TlsFront {
+    url: String,
+    ca_pem: String,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn tls_front(emu: &Emu) -> TlsFront {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio_rustls::rustls::{self, pki_types};
+
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "bucketfs test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let key = pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let backend = emu
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = emu
+        .rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = refused.clone();
+    emu.rt.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, backend, counter) = (acceptor.clone(), backend.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                if let Ok(mut store) = tokio::net::TcpStream::connect(&backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut store).await;
+                }
+            });
+        }
+    });
+    TlsFront {
+        url,
+        ca_pem: ca.pem(),
+        refused,
+    }
+}
+
+#[test]
+fn tls_certificates_are_verified_unless_told_otherwise() {
+    use std::sync::atomic::Ordering;
+    let Some(emu) = Emu::start(Provider::S3) else {
+        return;
+    };
+    let front = tls_front(&emu);
+    let endpoint = format!("endpoint={}", front.url);
+    let source = emu.source("");
+
+    // Not trusted by default: refused at mount time, in one line.
+    let m = Mount::new();
+    let (status, stderr) = run(emu.command(&source, &m.point, &[&endpoint]), &m);
+    assert!(!status.success(), "mounted an untrusted server: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("not trusted") && stderr.contains("ca_file"),
+        "the error does not say why nor what to do: {stderr}"
+    );
+    assert!(!is_mounted(&m.point));
+    assert!(
+        front.refused.load(Ordering::Relaxed) > 0,
+        "the client never refused a handshake"
+    );
+
+    // Trusted through ca_file: a working mount.
+    let ca_file = m.base.join("ca.pem");
+    fs::write(&ca_file, &front.ca_pem).unwrap();
+    let ca_opt = format!("ca_file={}", ca_file.display());
+    let before = front.refused.load(Ordering::Relaxed);
+    let mut m = emu.mount("", &[&endpoint, &ca_opt]);
+    fs::write(m.path("over-tls"), b"sent through TLS").unwrap();
+    umount_and_wait(&mut m, "ca_file");
+    assert_eq!(
+        emu.get("over-tls").as_deref(),
+        Some(&b"sent through TLS"[..])
+    );
+    assert_eq!(front.refused.load(Ordering::Relaxed), before);
+
+    // Verification off: works, and says so.
+    let mut m = emu.mount("", &[&endpoint, "no_check_certificate"]);
+    assert_eq!(fs::read(m.path("over-tls")).unwrap(), b"sent through TLS");
+    umount_and_wait(&mut m, "no_check_certificate");
+    let log = m.log();
+    assert!(
+        log.contains("NOT verified") && log.contains("WARN"),
+        "no warning logged: {log}"
+    );
 }

@@ -274,6 +274,24 @@ fn secrets_reach_neither_logs_nor_ps() {
     f.sync_all().unwrap();
     drop(f);
     let _ = fs::read_dir(&m.point).unwrap().count();
+    // The staging journal, read while a file is held there by a failing
+    // server: neither the secret nor anything but its own keys.
+    emu.faults()
+        .add(vec![FaultRule::parse("PutObject:500").unwrap()]);
+    fs::write(m.path("held.txt"), b"held while the server fails").unwrap();
+    let cache = m.base.join("cache");
+    let mut staged = 0;
+    for file in files_under(&cache) {
+        let bytes = fs::read(&file).unwrap();
+        staged += bytes.len();
+        assert!(
+            !bytes.windows(SK.len()).any(|w| w == SK.as_bytes()),
+            "the secret is in {}",
+            file.display()
+        );
+    }
+    assert!(staged > 0, "nothing staged under {}", cache.display());
+    emu.faults().clear();
     let cmdline = fs::read(format!("/proc/{}/cmdline", m.pid())).unwrap();
     assert!(
         !String::from_utf8_lossy(&cmdline).contains(SK),
@@ -287,6 +305,24 @@ fn secrets_reach_neither_logs_nor_ps() {
         "debug logging was on"
     );
     assert!(!text.contains(SK), "the secret reached the log");
+}
+
+/// Every regular file below `dir`, at any depth.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
 }
 
 /// Runs a mount that must fail; returns its stderr.

@@ -64,6 +64,12 @@ enum Action {
     Reset,
     /// Declare `declared` bytes but send only `body`, then close.
     Truncate { declared: usize, body: Vec<u8> },
+    /// No Content-Length: the body runs until the connection closes.
+    Unsized {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
 }
 
 fn respond(status: u16, headers: &[(&str, &str)], body: &str) -> Action {
@@ -243,6 +249,20 @@ async fn write_action(stream: &mut tokio::net::TcpStream, action: Action, head_o
         }
         // Both tests that cut bodies short do it to ranged GETs: a 206.
         Action::Truncate { declared, body } => (206, Vec::new(), body, declared),
+        Action::Unsized {
+            status,
+            headers,
+            body,
+        } => {
+            let mut out = format!("HTTP/1.1 {status} Scripted\r\nConnection: close\r\n");
+            for (n, v) in &headers {
+                out.push_str(&format!("{n}: {v}\r\n"));
+            }
+            out.push_str("\r\n");
+            let _ = stream.write_all(out.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+            return false;
+        }
     };
     let mut out = format!("HTTP/1.1 {status} Scripted\r\n");
     let has_length = headers
@@ -631,6 +651,74 @@ async fn ranged_get_checks_content_range_and_length() {
         store.get_object(&req).await,
         Err(StoreError::InvalidRange(_))
     ));
+}
+
+#[tokio::test]
+async fn bodies_longer_than_asked_are_refused_and_not_held() {
+    let headers = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    };
+    let too_long = |err: StoreError, limit: &str| match &err {
+        StoreError::InvalidResponse(m) if m.contains(&format!("at most {limit}")) => {}
+        other => panic!("expected a body refused past {limit} bytes, got {other:?}"),
+    };
+    // A 206 that announces more than the five bytes asked for: refused
+    // before its body is read.
+    let server = s3_server(Box::new(|_| {
+        respond(
+            206,
+            &[
+                ("Content-Range", "bytes 100-104/1000"),
+                ("Content-Length", "50000000"),
+            ],
+            "hello",
+        )
+    }))
+    .await;
+    too_long(ranged_get_error(&server, 100..105).await, "5");
+    // The same without a Content-Length: cut off past the range, whole or
+    // in blocks.
+    let range_only = headers(&[("Content-Range", "bytes 100-104/1000")]);
+    let server = s3_server(Box::new(move |_| Action::Unsized {
+        status: 206,
+        headers: range_only.clone(),
+        body: b"hello, and then some".to_vec(),
+    }))
+    .await;
+    too_long(ranged_get_error(&server, 100..105).await, "5");
+    let store = store_for(&server, Dialect::new(Provider::S3), fast_retry(1));
+    let req = GetRequest {
+        key: "k".into(),
+        range: Some(100..105),
+        if_match: None,
+    };
+    too_long(store.get_object_blocks(&req, 2).await.unwrap_err(), "5");
+    // A listing the size of a server's choosing: cut off at 16 MiB.
+    let limit = bucketfs::store::http::MAX_UNSIZED_BODY;
+    let server = s3_server(Box::new(move |_| Action::Unsized {
+        status: 200,
+        headers: Vec::new(),
+        body: vec![b' '; limit as usize + 1],
+    }))
+    .await;
+    let store = store_for(&server, Dialect::new(Provider::S3), fast_retry(1));
+    let err = store
+        .list_objects(&ListRequest::default())
+        .await
+        .unwrap_err();
+    too_long(err, &limit.to_string());
+    // An error answer is XML too, whatever range was asked.
+    let server = s3_server(Box::new(move |_| {
+        respond(500, &[("Content-Length", "999999999")], "")
+    }))
+    .await;
+    too_long(
+        ranged_get_error(&server, 0..1 << 40).await,
+        &limit.to_string(),
+    );
 }
 
 #[tokio::test]

@@ -506,7 +506,7 @@ fn probe_error(config: &MountConfig, err: StoreError) -> String {
             "access to bucket {bucket} at {endpoint} is denied ({d}); check the credentials and the bucket policy"
         ),
         StoreError::Transport(e) if e.to_ascii_lowercase().contains("certificate") => format!(
-            "the TLS certificate of {endpoint} is not trusted ({e}); check the endpoint, or install its CA certificate in the system trust store"
+            "the TLS certificate of {endpoint} is not trusted ({e}); check the endpoint, or trust its CA with -o ca_file=PATH (a PEM file)"
         ),
         StoreError::Transport(e) | StoreError::Timeout(e) => {
             format!("cannot connect to {endpoint}: {e}")

@@ -106,7 +106,15 @@ struct Call {
     error_in_body: bool,
     /// Deliver a successful body as buffers of this size ([`Reply::blocks`]).
     block_size: Option<usize>,
+    /// The most body bytes this call accepts: the range asked for, else
+    /// [`MAX_UNSIZED_BODY`]. A server cannot make the client hold more.
+    body_limit: u64,
 }
+
+/// The most a response without a range of its own may carry: an XML
+/// answer (a listing page of 1,000 keys of 1,024 bytes, URL-encoded, is
+/// about 4 MiB), an error, a symlink object. Part of the README's constant.
+pub const MAX_UNSIZED_BODY: u64 = 16 << 20;
 
 impl Call {
     fn new(op: Operation, method: reqwest::Method, key: Option<&str>) -> Call {
@@ -120,6 +128,7 @@ impl Call {
             streamed: None,
             error_in_body: false,
             block_size: None,
+            body_limit: MAX_UNSIZED_BODY,
         }
     }
 
@@ -392,12 +401,27 @@ impl HttpStore {
             // Subtle case 6: the body is not read.
             return Err(whole_object_for_range(&asked, declared_len));
         }
+        // Error bodies are XML whatever was asked for.
+        let limit = match status {
+            200..300 => call.body_limit,
+            _ => MAX_UNSIZED_BODY,
+        };
+        if let Some(len) = declared_len
+            && call.method != reqwest::Method::HEAD
+            && len > limit
+        {
+            // Not read: the connection is dropped with the response.
+            return Err(too_long(len, limit));
+        }
         let (body, blocks) = match call.block_size {
             Some(size) if (200..300).contains(&status) => {
                 let pool = self.block_buffers.get_or_init(|| BufferPool::new(size));
-                (Bytes::new(), read_blocks(response, size, Some(pool)).await?)
+                (
+                    Bytes::new(),
+                    read_blocks(response, size, Some(pool), limit).await?,
+                )
             }
-            _ => (response.bytes().await.map_err(body_error)?, Vec::new()),
+            _ => (read_capped(response, limit).await?, Vec::new()),
         };
         let received: u64 = (body.len() + blocks.iter().map(Bytes::len).sum::<usize>()) as u64;
         if let Some(len) = declared_len
@@ -488,6 +512,7 @@ impl HttpStore {
         call.block_size = block_size;
         if let Some(r) = &req.range {
             call = call.header("Range", byte_range(r)?);
+            call.body_limit = r.end - r.start;
         }
         if let Some(etag) = &req.if_match {
             call = call.header("If-Match", format!("\"{etag}\""));
@@ -848,15 +873,22 @@ fn transport_error(e: reqwest::Error) -> StoreError {
 /// Reads a response body into `size`-byte buffers (the last may be
 /// shorter): one copy from the connection's buffers into the final ones,
 /// with no body-sized buffer in between.
+/// Fails past `limit` bytes.
 async fn read_blocks(
     mut response: reqwest::Response,
     size: usize,
     pool: Option<&Arc<BufferPool>>,
+    limit: u64,
 ) -> StoreResult<Vec<Bytes>> {
     let size = size.max(1);
     let mut blocks = Vec::new();
     let mut current = FillingBlock::new(pool, size);
+    let mut received = 0u64;
     while let Some(mut chunk) = response.chunk().await.map_err(body_error)? {
+        received += chunk.len() as u64;
+        if received > limit {
+            return Err(too_long(received, limit));
+        }
         while !chunk.is_empty() {
             let take = (size - current.len()).min(chunk.len());
             current.extend_from_slice(&chunk.split_to(take));
@@ -870,6 +902,25 @@ async fn read_blocks(
         blocks.push(current.freeze());
     }
     Ok(blocks)
+}
+
+/// Reads a whole body of at most `limit` bytes.
+async fn read_capped(mut response: reqwest::Response, limit: u64) -> StoreResult<Bytes> {
+    let declared = response.content_length().unwrap_or(0).min(limit);
+    let mut body = bytes::BytesMut::with_capacity(declared as usize);
+    while let Some(chunk) = response.chunk().await.map_err(body_error)? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_long((body.len() + chunk.len()) as u64, limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn too_long(len: u64, limit: u64) -> StoreError {
+    StoreError::InvalidResponse(format!(
+        "a body of {len} bytes or more where at most {limit} were expected"
+    ))
 }
 
 fn body_error(e: reqwest::Error) -> StoreError {

@@ -55,6 +55,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     async fn head_object(&self, key: &str) -> StoreResult<ObjectMeta>;
 
+    /// The object, or the range asked for. A body longer than that range
+    /// (without one: longer than 16 MiB, `http::MAX_UNSIZED_BODY`) is
+    /// refused as `InvalidResponse` over HTTP, whatever the server sends.
     async fn get_object(&self, req: &GetRequest) -> StoreResult<GetResponse>;
 
     /// [`ObjectStore::get_object`] with the body cut into `block_size`
