@@ -38,6 +38,9 @@
 //!    of the test's own: without `ca_file` the mount is refused (the
 //!    handshake fails on the client's side), with `ca_file=CA.pem` it
 //!    works, and `no_check_certificate` works while logging a warning.
+//! 9. Big directories: 5,000 objects under `listing_cache_entries=1000`
+//!    (too many to cache) are listed whole, each name once, pass after
+//!    pass, one LIST per page of 1,000.
 //!
 //! Needs FUSE. Run: `cargo test --test reliability`.
 
@@ -59,16 +62,20 @@ const TIB: u64 = 1 << 40;
 
 /// The mount options of these tests and the memory bound they imply, by
 /// the README's formula: 2 x cache_size + upload_concurrency x part_size
-/// + FUSE threads x 16 MiB + 64 MiB.
-const OPTIONS: [&str; 3] = ["cache_size=64M", "part_size=8M", "upload_concurrency=8"];
+/// + FUSE threads x 16 MiB + listing_cache_entries x 1 KiB + 64 MiB.
+const OPTIONS: [&str; 4] = [
+    "cache_size=64M",
+    "part_size=8M",
+    "upload_concurrency=8",
+    "listing_cache_entries=10000",
+];
 fn memory_bound() -> u64 {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 8) as u64;
-    2 * (64 << 20) + 8 * (8 << 20) + threads * (16 << 20) + (64 << 20)
+    2 * (64 << 20) + 8 * (8 << 20) + threads * (16 << 20) + 10_000 * 1024 + (64 << 20)
 }
 
-/// Peak and current resident memory of `pid`, in bytes (VmHWM, VmRSS).
 fn rss(pid: i32) -> (u64, u64) {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("the daemon lives");
     let field = |name: &str| {
@@ -1116,4 +1123,41 @@ fn tls_certificates_are_verified_unless_told_otherwise() {
         log.contains("NOT verified") && log.contains("WARN"),
         "no warning logged: {log}"
     );
+}
+
+#[test]
+fn a_directory_bigger_than_the_listing_cache_is_listed_whole_every_time() {
+    const N: usize = 5000;
+    let Some(emu) = Emu::start(Provider::S3) else {
+        return;
+    };
+    let mut expected: Vec<String> = (0..N).map(|i| format!("f{i:05}")).collect();
+    for name in &expected {
+        emu.put(&format!("big/{name}"), &b"x"[..], &[]);
+    }
+    let m = emu.mount("", &["listing_cache_entries=1000"]);
+    expected.sort();
+    for pass in 0..2 {
+        emu.reset_stats();
+        let mut got: Vec<String> = fs::read_dir(m.path("big"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        got.sort();
+        assert!(
+            got == expected,
+            "pass {pass}: {} names, not {N} once each",
+            got.len()
+        );
+        if emu.is_emulator() {
+            let lists = emu.requests("ListObjectsV2");
+            assert!(
+                (5..=6).contains(&lists),
+                "pass {pass}: {lists} LISTs, one a page"
+            );
+        }
+    }
+    // Nothing was cached, yet lookups and stats of the names still work.
+    let meta = fs::metadata(m.path("big/f04999")).unwrap();
+    assert_eq!(meta.len(), 1);
 }

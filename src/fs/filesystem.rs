@@ -5,8 +5,9 @@
 //!
 //! Subtle cases:
 //! 1. **Listings fill attributes.** A directory is listed page by page
-//!    (delimiter `/`) into a [`Listing`] cached for `dir_ttl`; readdir and
-//!    READDIRPLUS answer from it, and lookups of names in a fresh listing
+//!    (delimiter `/`) into a [`Listing`] cached for `dir_ttl` in a cache
+//!    bounded by entries (`listing_cache_entries`); readdir and READDIRPLUS
+//!    answer from it a window at a time (readdir.rs), and lookups of names in a fresh listing
 //!    need no request for directories and no LIST for files. `ls -l` of N
 //!    objects therefore costs ceil(N/1000) LISTs and no HEAD.
 //! 2. **Lookup of an unknown name** runs a HEAD of `key` and a one-key LIST
@@ -35,16 +36,15 @@ use crate::cache::block::BlockCache;
 use crate::cache::readahead::ReadaheadConfig;
 use crate::errno::errno;
 use crate::fs::inode::{AttrSource, Binding, Inode, InodeTable, ROOT_INO};
+use crate::fs::listing_cache::{CollectBudget, ListingCache};
 use crate::fs::namespace::{
-    AttrDefaults, EntryAttr, EntryKind, Listing, ListingBuilder, NAME_MAX, attr_from_head,
-    implicit_dir_attr, resolve_lookup, valid_component,
+    AttrDefaults, EntryAttr, EntryKind, NAME_MAX, attr_from_head, implicit_dir_attr,
+    resolve_lookup, valid_component,
 };
 use crate::fs::reader::FileReader;
 use crate::fs::write::Writes;
 use crate::fs::write::dirty::DirtyFile;
-use crate::store::{
-    GetRequest, ListContinuation, ListRequest, ObjectStore, ObjectType, StoreError,
-};
+use crate::store::{GetRequest, ListRequest, ObjectStore, ObjectType, StoreError};
 use lru::LruCache;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -54,8 +54,11 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
+mod readdir;
 mod uploads;
 mod write_ops;
+
+pub use readdir::DirWindow;
 
 pub use write_ops::SetAttr;
 
@@ -66,11 +69,6 @@ pub type FsResult<T> = Result<T, Errno>;
 /// Longest symlink target read (PATH_MAX): a bigger "symlink" object is not
 /// one, and reading it whole would be unbounded.
 const MAX_SYMLINK_TARGET: u64 = 4096;
-
-/// How many directory listings stay cached. Each holds every entry of its
-/// directory, so the bound is on directories, not bytes; 256 covers a deep
-/// `find` without letting a walk of a huge tree grow without limit.
-const LISTING_CACHE_DIRS: usize = 256;
 
 /// How many missing names are remembered (each a key string).
 const NEGATIVE_CACHE_ENTRIES: usize = 16_384;
@@ -89,6 +87,8 @@ pub struct FsConfig {
     pub attr_ttl: Duration,
     pub dir_ttl: Duration,
     pub negative_ttl: Duration,
+    /// Entries of directory listings kept, all directories together.
+    pub listing_cache_entries: usize,
     pub readahead: ReadaheadConfig,
     /// Let the kernel cache file pages (`kernel_cache` option); otherwise
     /// reads bypass the page cache and are served from the block cache
@@ -118,10 +118,7 @@ pub struct DirRow {
 
 enum Handle {
     /// A read-only handle of a file with nothing staged when it was opened.
-    File {
-        ino: u64,
-        reader: Arc<FileReader>,
-    },
+    File { ino: u64, reader: Arc<FileReader> },
     /// A handle through the file's staged data (any handle opened for
     /// writing, and read handles of a file being written).
     Staged {
@@ -131,12 +128,8 @@ enum Handle {
         /// Reads of unchanged ranges, pinned to the base they come from.
         base: Mutex<Option<Arc<FileReader>>>,
     },
-    Dir(Mutex<Option<Arc<Vec<DirRow>>>>),
-}
-
-struct CachedListing {
-    listing: Arc<Listing>,
-    expires: Instant,
+    /// An open directory: its current pass (readdir.rs).
+    Dir(tokio::sync::Mutex<Option<readdir::DirPass>>),
 }
 
 /// The filesystem. Shared by all FUSE worker tasks behind an `Arc`.
@@ -147,7 +140,8 @@ pub struct BucketFs {
     blocks: Arc<BlockCache>,
     config: FsConfig,
     inodes: Mutex<InodeTable>,
-    listings: Mutex<LruCache<String, CachedListing>>,
+    listings: Mutex<ListingCache>,
+    collect_budget: CollectBudget,
     negatives: Mutex<LruCache<String, Instant>>,
     logged: Mutex<LruCache<String, ()>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
@@ -193,7 +187,8 @@ impl BucketFs {
             hidden: Mutex::new(HashMap::new()),
             started: Instant::now(),
             inodes: Mutex::new(InodeTable::new(&config.root_prefix, root_attr)),
-            listings: Mutex::new(LruCache::new(nonzero(LISTING_CACHE_DIRS))),
+            listings: Mutex::new(ListingCache::new(config.listing_cache_entries)),
+            collect_budget: CollectBudget::new(config.listing_cache_entries),
             negatives: Mutex::new(LruCache::new(nonzero(NEGATIVE_CACHE_ENTRIES))),
             logged: Mutex::new(LruCache::new(nonzero(LOGGED_KEYS))),
             handles: Mutex::new(HashMap::new()),
@@ -254,67 +249,10 @@ impl BucketFs {
     // -----------------------------------------------------------------
     // Listings
 
-    /// The listing of directory `prefix`, cached for `dir_ttl` (case 1).
-    async fn listing(&self, prefix: &str) -> FsResult<Arc<Listing>> {
-        if let Some(cached) = self.listings.lock().get(prefix)
-            && cached.expires > Instant::now()
-        {
-            return Ok(cached.listing.clone());
-        }
-        self.await_recovered(prefix).await;
-        let mut builder = ListingBuilder::new(prefix, self.config.defaults);
-        let mut continuation: Option<ListContinuation> = None;
-        loop {
-            let req = ListRequest {
-                prefix: prefix.to_string(),
-                delimiter: Some("/".into()),
-                continuation: continuation.take(),
-                start_after: None,
-                max_keys: None,
-            };
-            let page = self
-                .store
-                .list_objects(&req)
-                .await
-                .map_err(|e| self.fail(&format!("listing {prefix:?}"), e))?;
-            builder.add_page(&page);
-            match page.next {
-                Some(next) => continuation = Some(next),
-                None => break,
-            }
-        }
-        let listing = Arc::new(builder.finish());
-        for key in &listing.skipped {
-            self.log_once(key, || {
-                format!("key {key:?} cannot be shown as a path (an empty, '.' or '..' component, over {NAME_MAX} bytes, a NUL byte, or not UTF-8): skipped")
-            });
-        }
-        for key in &listing.shadowed {
-            self.log_once(key, || {
-                format!("object {key:?} is hidden by a directory of the same name")
-            });
-        }
-        self.listings.lock().put(
-            prefix.to_string(),
-            CachedListing {
-                listing: listing.clone(),
-                expires: Instant::now() + self.config.dir_ttl,
-            },
-        );
-        Ok(listing)
-    }
-
     /// Forgets the cached listing of directory `prefix` (its content
     /// changed).
     fn invalidate_listing(&self, prefix: &str) {
-        self.listings.lock().pop(prefix);
-    }
-
-    /// The cached listing of `prefix` if it is still fresh.
-    fn fresh_listing(&self, prefix: &str) -> Option<Arc<Listing>> {
-        let mut listings = self.listings.lock();
-        let cached = listings.get(prefix)?;
-        (cached.expires > Instant::now()).then(|| cached.listing.clone())
+        self.listings.lock().invalidate(prefix);
     }
 
     // -----------------------------------------------------------------
@@ -346,7 +284,8 @@ impl BucketFs {
             return Ok(None);
         }
 
-        let found = match self.fresh_listing(&dir.key) {
+        let listing = self.listings.lock().fresh(&dir.key);
+        let found = match listing {
             Some(listing) => match listing.entries.get(name) {
                 None => None,
                 Some(e) if e.attr.kind == EntryKind::Directory => {
@@ -529,109 +468,6 @@ impl BucketFs {
     // -----------------------------------------------------------------
     // Directories
 
-    /// Opens directory `ino`; the listing is read at the first readdir.
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
-        self.dir_inode(ino)?;
-        Ok(self.add_handle(Handle::Dir(Mutex::new(None))))
-    }
-
-    /// The rows of an open directory, read once per pass (offset 0 starts
-    /// a new pass, as `rewinddir` does).
-    pub async fn readdir(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirRow>>> {
-        let handle = self.handle(fh)?;
-        let Handle::Dir(rows) = &*handle else {
-            return Err(libc::EBADF);
-        };
-        if offset != 0
-            && let Some(rows) = rows.lock().clone()
-        {
-            return Ok(rows);
-        }
-        let dir = self.dir_inode(ino)?;
-        let listing = self.listing(&dir.key).await?;
-        let mut out = Vec::with_capacity(listing.entries.len() + 2);
-        out.push(DirRow {
-            name: ".".into(),
-            ino,
-            kind: EntryKind::Directory,
-            child: None,
-        });
-        out.push(DirRow {
-            name: "..".into(),
-            ino: dir.parent,
-            kind: EntryKind::Directory,
-            child: None,
-        });
-        let hidden = self.hidden.lock().clone();
-        for entry in listing.entries.values() {
-            if hidden.contains_key(&entry.key) {
-                continue;
-            }
-            out.push(DirRow {
-                name: entry.name.clone(),
-                ino: 0,
-                kind: entry.attr.kind,
-                child: Some((entry.key.clone(), entry.attr.clone())),
-            });
-        }
-        // Files created here and not uploaded yet.
-        let mut local = self.staged_children(ino);
-        local.retain(|(name, _)| !listing.entries.contains_key(name));
-        for (name, inode) in local {
-            out.push(DirRow {
-                name,
-                ino: 0,
-                kind: inode.attr.kind,
-                child: Some((inode.key.clone(), inode.attr.clone())),
-            });
-        }
-        let out = Arc::new(out);
-        *rows.lock() = Some(out.clone());
-        Ok(out)
-    }
-
-    /// Binds a child row for READDIRPLUS (one kernel lookup, undone with
-    /// [`BucketFs::forget`] if the reply buffer refuses it).
-    pub fn bind_row(&self, parent: u64, row: &DirRow) -> Entry {
-        match &row.child {
-            Some((key, attr)) => self.bind(
-                parent,
-                &row.name,
-                key.clone(),
-                attr.clone(),
-                AttrSource::Listing,
-                false,
-            ),
-            None => {
-                let attr = self
-                    .inodes
-                    .lock()
-                    .get(row.ino)
-                    .map(|i| i.attr.clone())
-                    .unwrap_or_else(|| implicit_dir_attr(&self.config.defaults));
-                Entry {
-                    ino: row.ino,
-                    ttl: self.config.dir_ttl,
-                    attr,
-                }
-            }
-        }
-    }
-
-    /// A stable inode number for plain READDIR rows: the bound inode if
-    /// the name has one, else a number that only has to be unique within
-    /// the reply (the kernel looks the name up before using it).
-    pub fn row_ino(&self, parent: u64, row: &DirRow, index: usize) -> u64 {
-        if row.child.is_none() {
-            return row.ino;
-        }
-        self.inodes
-            .lock()
-            .child(parent, &row.name)
-            .map(|i| i.ino)
-            .unwrap_or(u64::MAX - index as u64)
-    }
-
     // -----------------------------------------------------------------
     // Files
 
@@ -785,6 +621,10 @@ mod tests {
     }
 
     fn fs_over(store: &Arc<MemoryStore>) -> Arc<BucketFs> {
+        fs_caching(store, 100_000)
+    }
+
+    fn fs_caching(store: &Arc<MemoryStore>, listing_cache_entries: usize) -> Arc<BucketFs> {
         BucketFs::new(
             store.clone(),
             Arc::new(BlockCache::new(64 << 20, 1 << 20)),
@@ -795,6 +635,7 @@ mod tests {
                 attr_ttl: Duration::from_secs(60),
                 dir_ttl: Duration::from_secs(60),
                 negative_ttl: Duration::from_secs(60),
+                listing_cache_entries,
                 readahead: ReadaheadConfig::default(),
                 kernel_cache: false,
             },
@@ -817,6 +658,27 @@ mod tests {
             .unwrap();
     }
 
+    /// Every row of a pass over an open directory, read as the kernel
+    /// does: each call at the offset after the last row it got, taking at
+    /// most `per_call` rows.
+    async fn read_rows(fs: &BucketFs, ino: u64, dh: u64, per_call: usize) -> Vec<DirRow> {
+        let mut rows = Vec::new();
+        let mut offset = 0;
+        loop {
+            let window = fs.readdir(ino, dh, offset).await.unwrap();
+            let got: Vec<_> = window.from(offset).take(per_call).collect();
+            let Some((last, _)) = got.last() else {
+                return rows;
+            };
+            offset = last + 1;
+            rows.extend(got.into_iter().map(|(_, row)| row.clone()));
+        }
+    }
+
+    fn names(rows: &[DirRow]) -> Vec<&str> {
+        rows.iter().map(|r| r.name.as_str()).collect()
+    }
+
     /// HEAD and LIST requests sent so far.
     fn requests(store: &MemoryStore) -> u64 {
         store.calls(Operation::HeadObject) + store.calls(Operation::ListObjectsV2)
@@ -829,9 +691,8 @@ mod tests {
         put(&store, "f", b"22", &[]).await;
         let fs = fs_over(&store);
         let dh = fs.opendir(ROOT_INO).unwrap();
-        let rows = fs.readdir(ROOT_INO, dh, 0).await.unwrap();
-        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, [".", "..", "d", "f"]);
+        let rows = read_rows(&fs, ROOT_INO, dh, usize::MAX).await;
+        assert_eq!(names(&rows), [".", "..", "d", "f"]);
         let before = requests(&store);
         let d = fs.lookup(ROOT_INO, "d").await.unwrap().unwrap();
         assert_eq!(d.attr.kind, EntryKind::Directory);
@@ -907,7 +768,7 @@ mod tests {
         put(&store, "clash/in", b"x", &[]).await;
         let fs = fs_over(&store);
         let dh = fs.opendir(ROOT_INO).unwrap();
-        let rows = fs.readdir(ROOT_INO, dh, 0).await.unwrap();
+        let rows = read_rows(&fs, ROOT_INO, dh, usize::MAX).await;
         let kinds: Vec<(&str, EntryKind)> = rows
             .iter()
             .skip(2)
@@ -919,11 +780,107 @@ mod tests {
         );
         let a = fs.lookup(ROOT_INO, "a").await.unwrap().unwrap();
         let dh = fs.opendir(a.ino).unwrap();
-        let rows = fs.readdir(a.ino, dh, 0).await.unwrap();
+        let rows = read_rows(&fs, a.ino, dh, usize::MAX).await;
         assert_eq!(
             rows.len(),
             2,
             "only . and ..: the empty component is skipped"
         );
+    }
+
+    /// Puts objects under `big/` whose names sort apart from their keys,
+    /// `n` of them after 999 names and a cluster that a window of the
+    /// cached listing ends in: `d` (a directory, key `d/`), then `d!0`,
+    /// `d-1` and `d.2` (keys before `d/`). Returns the names, sorted.
+    async fn put_many(store: &MemoryStore, n: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        for i in 0..999 {
+            let name = format!("a{i:05}");
+            put(store, &format!("big/{name}"), b"x", &[]).await;
+            names.push(name);
+        }
+        put(store, "big/d/inner", b"x", &[]).await;
+        names.push("d".to_string());
+        for (i, sep) in ["!", "-", "."].iter().enumerate() {
+            let name = format!("d{sep}{i}");
+            put(store, &format!("big/{name}"), b"x", &[]).await;
+            names.push(name);
+        }
+        for i in 0..n {
+            let name = format!("f{i:05}");
+            put(store, &format!("big/{name}"), b"x", &[]).await;
+            names.push(name);
+        }
+        names.sort();
+        assert_eq!(names[readdir::WINDOW - 1], "d");
+        names
+    }
+
+    #[tokio::test]
+    async fn a_directory_bigger_than_the_cache_is_read_a_page_at_a_time() {
+        let store = Arc::new(MemoryStore::new(Dialect::new(Provider::S3), "b"));
+        let expected = put_many(&store, 1500).await;
+        let fs = fs_caching(&store, 1000);
+        let big = fs.lookup(ROOT_INO, "big").await.unwrap().unwrap();
+        for per_call in [usize::MAX, 7] {
+            let lists = store.calls(Operation::ListObjectsV2);
+            let dh = fs.opendir(big.ino).unwrap();
+            let rows = read_rows(&fs, big.ino, dh, per_call).await;
+            let mut got: Vec<&str> = names(&rows[2..]);
+            got.sort();
+            assert_eq!(got, expected, "every name once, {per_call} per call");
+            assert_eq!(
+                store.calls(Operation::ListObjectsV2) - lists,
+                3,
+                "one LIST a page"
+            );
+            fs.release(dh);
+        }
+        assert_eq!(fs.listings.lock().held(), 0, "too big to cache");
+        assert_eq!(fs.collect_budget.used(), 0);
+        // Without a cached listing, a lookup asks the store.
+        let heads = store.calls(Operation::HeadObject);
+        assert!(fs.lookup(big.ino, "f00001").await.unwrap().is_some());
+        assert_eq!(store.calls(Operation::HeadObject), heads + 1);
+        // Seeking back restarts the pass and finds the same rows.
+        let dh = fs.opendir(big.ino).unwrap();
+        let first = read_rows(&fs, big.ino, dh, usize::MAX).await;
+        let window = fs.readdir(big.ino, dh, 1500).await.unwrap();
+        let (at, row) = window.from(1500).next().unwrap();
+        assert_eq!((at, &row.name), (1500, &first[1500].name));
+    }
+
+    #[tokio::test]
+    async fn a_cached_listing_invalidated_mid_pass_loses_and_repeats_nothing() {
+        let store = Arc::new(MemoryStore::new(Dialect::new(Provider::S3), "b"));
+        let expected = put_many(&store, 500).await;
+        let fs = fs_over(&store);
+        let big = fs.lookup(ROOT_INO, "big").await.unwrap().unwrap();
+        // A pass starts from the cache, which is dropped after its first
+        // window (the dots) or its second (up to `d`, whose key sorts
+        // after the next names'): the pass goes on from the store.
+        for stop_after in [2, 1002] {
+            let dh = fs.opendir(big.ino).unwrap();
+            let rows = read_rows(&fs, big.ino, dh, usize::MAX).await;
+            assert_eq!(rows.len(), 2 + expected.len());
+            assert_eq!(fs.listings.lock().held(), expected.len() + 1, "cached");
+            let lists = store.calls(Operation::ListObjectsV2);
+            let mut seen = Vec::new();
+            let mut offset = 0;
+            loop {
+                let window = fs.readdir(big.ino, dh, offset).await.unwrap();
+                let got: Vec<_> = window.from(offset).collect();
+                let Some((last, _)) = got.last() else { break };
+                offset = last + 1;
+                seen.extend(got.iter().map(|(_, r)| r.name.clone()));
+                if offset as usize >= stop_after {
+                    fs.invalidate_listing("big/");
+                }
+            }
+            assert!(store.calls(Operation::ListObjectsV2) > lists, "listed");
+            let mut got: Vec<&str> = seen[2..].iter().map(String::as_str).collect();
+            got.sort();
+            assert_eq!(got, expected, "invalidated after {stop_after} rows");
+        }
     }
 }

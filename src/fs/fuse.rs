@@ -674,18 +674,13 @@ impl fuser::Filesystem for FuseAdapter {
         mut reply: ReplyDirectory,
     ) {
         self.spawn_abandonable(req, |fs| async move {
-            let rows = match fs.readdir(ino.0, fh.0, offset).await {
-                Ok(rows) => rows,
+            let window = match fs.readdir(ino.0, fh.0, offset).await {
+                Ok(window) => window,
                 Err(e) => return reply.error(errno(e)),
             };
-            for (i, row) in rows.iter().enumerate().skip(offset as usize) {
-                let row_ino = fs.row_ino(ino.0, row, i);
-                if reply.add(
-                    INodeNo(row_ino),
-                    i as u64 + 1,
-                    file_type(row.kind),
-                    &row.name,
-                ) {
+            for (at, row) in window.from(offset) {
+                let row_ino = fs.row_ino(ino.0, row, at);
+                if reply.add(INodeNo(row_ino), at + 1, file_type(row.kind), &row.name) {
                     break;
                 }
             }
@@ -702,16 +697,16 @@ impl fuser::Filesystem for FuseAdapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         self.spawn_abandonable(req, |fs| async move {
-            let rows = match fs.readdir(ino.0, fh.0, offset).await {
-                Ok(rows) => rows,
+            let window = match fs.readdir(ino.0, fh.0, offset).await {
+                Ok(window) => window,
                 Err(e) => return reply.error(errno(e)),
             };
-            for (i, row) in rows.iter().enumerate().skip(offset as usize) {
+            for (at, row) in window.from(offset) {
                 let entry = fs.bind_row(ino.0, row);
                 let attr = file_attr(&fs, entry.ino, &entry.attr);
                 let full = reply.add(
                     INodeNo(entry.ino),
-                    i as u64 + 1,
+                    at + 1,
                     &row.name,
                     &entry.ttl,
                     &attr,

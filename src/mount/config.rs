@@ -118,6 +118,14 @@ pub const DEFAULT_DIR_TTL: Duration = Duration::from_secs(1);
 /// searches, editors' swap files, `.git` probes) each cost a HEAD and a LIST;
 /// a file created elsewhere shows up at most 1 s late.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(1);
+
+/// Default `listing_cache_entries`: 100,000 entries (about 50 MiB at the
+/// ~500 bytes an entry takes), enough for `ls -l` and `find` over
+/// ordinary trees; a larger directory is read a page at a time instead.
+pub const DEFAULT_LISTING_CACHE_ENTRIES: usize = 100_000;
+
+/// Largest `listing_cache_entries` accepted (about 50 GiB of entries).
+pub const MAX_LISTING_CACHE_ENTRIES: usize = 100_000_000;
 /// Default `file_mode` for objects without s3fs `mode` metadata (as
 /// mountpoint-s3's `--file-mode`).
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
@@ -436,6 +444,9 @@ pub struct MountOptions {
     /// `negative_ttl=DURATION`: how long "no such file" is remembered.
     /// Default 1 s.
     pub negative_ttl: Duration,
+    /// `listing_cache_entries=N`: directory entries kept in the listing
+    /// cache, all directories together. Default 100,000; 0 turns it off.
+    pub listing_cache_entries: usize,
     /// `part_size=SIZE`: multipart part size and ranged-GET size. Default
     /// 8 MiB, 5 MiB to 5 GiB.
     pub part_size: u64,
@@ -512,6 +523,7 @@ impl Default for MountOptions {
             no_check_certificate: false,
             dir_ttl: DEFAULT_DIR_TTL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
+            listing_cache_entries: DEFAULT_LISTING_CACHE_ENTRIES,
             part_size: DEFAULT_PART_SIZE,
             readahead_max: DEFAULT_READAHEAD_MAX,
             kernel_cache: false,
@@ -620,6 +632,17 @@ impl MountOptions {
                 "no_check_certificate" => o.no_check_certificate = flag()?,
                 "dir_ttl" => o.dir_ttl = parse_duration(need()?).map_err(bad)?,
                 "negative_ttl" => o.negative_ttl = parse_duration(need()?).map_err(bad)?,
+                "listing_cache_entries" => {
+                    o.listing_cache_entries = need()?
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n <= MAX_LISTING_CACHE_ENTRIES)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "must be a number from 0 to {MAX_LISTING_CACHE_ENTRIES}"
+                            ))
+                        })?
+                }
                 "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {
                     flag()?;
                     let on = Some(!name.starts_with("no"));

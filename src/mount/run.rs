@@ -405,6 +405,7 @@ fn build_fs(
             attr_ttl: o.attr_ttl,
             dir_ttl: o.dir_ttl,
             negative_ttl: o.negative_ttl,
+            listing_cache_entries: o.listing_cache_entries,
             readahead,
             kernel_cache: o.kernel_cache,
         },

@@ -1146,17 +1146,9 @@ impl BucketFs {
                 });
             }
         }
-        {
-            let mut listings = self.listings.lock();
-            let stale: Vec<String> = listings
-                .iter()
-                .filter(|(k, _)| k.starts_with(&from) || k.starts_with(to))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in stale {
-                listings.pop(&k);
-            }
-        }
+        self.listings
+            .lock()
+            .invalidate_where(|k| k.starts_with(&from) || k.starts_with(to));
         info!("renamed directory {from:?} to {to:?}");
         Ok(())
     }

@@ -1,0 +1,318 @@
+//! The cache of complete directory listings, for lookups and repeated
+//! readdirs. It is bounded by the entries it holds, across directories
+//! (the `listing_cache_entries` option), not by a count of directories: a
+//! listing costs memory per entry, and one directory of a million objects
+//! would otherwise fill any count-bounded cache. A directory with more
+//! entries than the whole capacity is never cached; reading it costs a
+//! listing each time (readdir.rs reads it a page at a time).
+//!
+//! Each listing counts as its entries plus one, so many empty directories
+//! are bounded too. A listing read while the cache was invalidated (a
+//! create, unlink or rename happened meanwhile) is not stored: it may
+//! predate the change.
+
+use crate::fs::namespace::{Listing, ListingBuilder};
+use crate::store::ListPage;
+use lru::LruCache;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+struct Cached {
+    listing: Arc<Listing>,
+    expires: Instant,
+}
+
+/// Listings by directory prefix, least recently used evicted first.
+pub struct ListingCache {
+    lru: LruCache<String, Cached>,
+    /// Entries held, counted as [`weight`] of each listing.
+    held: usize,
+    capacity: usize,
+    /// Incremented at every invalidation; see [`ListingCache::version`].
+    version: u64,
+}
+
+fn weight(listing: &Listing) -> usize {
+    listing.entries.len() + 1
+}
+
+impl ListingCache {
+    /// A cache of at most `capacity` entries (0: nothing is cached).
+    pub fn new(capacity: usize) -> ListingCache {
+        ListingCache {
+            lru: LruCache::unbounded(),
+            held: 0,
+            capacity,
+            version: 0,
+        }
+    }
+
+    /// Whether a listing of `entries` entries can be stored at all.
+    pub fn fits(&self, entries: usize) -> bool {
+        entries < self.capacity
+    }
+
+    /// The listing of `prefix` while it is fresh.
+    pub fn fresh(&mut self, prefix: &str) -> Option<Arc<Listing>> {
+        let cached = self.lru.get(prefix)?;
+        if cached.expires > Instant::now() {
+            return Some(cached.listing.clone());
+        }
+        self.remove(prefix);
+        None
+    }
+
+    /// The invalidation count: a listing read while it changed is stale.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Stores the listing of `prefix`, read starting at `read_at` while
+    /// the cache was at `version`, for `ttl`. Returns whether it was kept.
+    pub fn put(
+        &mut self,
+        prefix: &str,
+        listing: Arc<Listing>,
+        read_at: Instant,
+        ttl: Duration,
+        version: u64,
+    ) -> bool {
+        self.remove(prefix);
+        let weight = weight(&listing);
+        if version != self.version || weight > self.capacity {
+            return false;
+        }
+        while self.held + weight > self.capacity {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.held -= self::weight(&old.listing),
+                None => break,
+            }
+        }
+        self.held += weight;
+        self.lru.put(
+            prefix.to_string(),
+            Cached {
+                listing,
+                expires: read_at + ttl,
+            },
+        );
+        true
+    }
+
+    /// Forgets the listing of `prefix` (its content changed).
+    pub fn invalidate(&mut self, prefix: &str) {
+        self.version += 1;
+        self.remove(prefix);
+    }
+
+    /// Forgets every listing whose prefix `stale` selects.
+    pub fn invalidate_where(&mut self, stale: impl Fn(&str) -> bool) {
+        self.version += 1;
+        let keys: Vec<String> = self
+            .lru
+            .iter()
+            .filter(|(k, _)| stale(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.remove(&k);
+        }
+    }
+
+    fn remove(&mut self, prefix: &str) {
+        if let Some(old) = self.lru.pop(prefix) {
+            self.held -= weight(&old.listing);
+        }
+    }
+
+    /// Entries held now (for tests and stats).
+    pub fn held(&self) -> usize {
+        self.held
+    }
+}
+
+/// The entries that readdir passes may hold while collecting listings to
+/// store, all passes together: at most the cache's capacity, so a hundred
+/// directories read at once cannot hold a hundred caches' worth.
+#[derive(Clone, Debug)]
+pub struct CollectBudget {
+    used: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl CollectBudget {
+    pub fn new(capacity: usize) -> CollectBudget {
+        CollectBudget {
+            used: Arc::new(AtomicUsize::new(0)),
+            capacity,
+        }
+    }
+
+    /// Starts collecting the listing of `prefix`.
+    pub fn start(&self, builder: ListingBuilder) -> Collecting {
+        Collecting {
+            builder: Some(builder),
+            reserved: 0,
+            budget: self.clone(),
+        }
+    }
+
+    fn reserve(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + n <= self.capacity).then_some(used + n)
+            })
+            .is_ok()
+    }
+
+    /// Entries reserved now (for tests).
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// A listing being collected page by page within the shared budget; its
+/// reservation is returned when it is finished or dropped.
+#[derive(Debug)]
+pub struct Collecting {
+    builder: Option<ListingBuilder>,
+    reserved: usize,
+    budget: CollectBudget,
+}
+
+impl Collecting {
+    /// Adds a page; `false` when the budget has no room for it (the
+    /// listing is then too big to keep and should be dropped).
+    pub fn add_page(&mut self, page: &ListPage) -> bool {
+        let n = page.objects.len() + page.common_prefixes.len() + 1;
+        if !self.budget.reserve(n) {
+            return false;
+        }
+        self.reserved += n;
+        if let Some(builder) = &mut self.builder {
+            builder.add_page(page);
+        }
+        true
+    }
+
+    pub fn finish(mut self) -> Listing {
+        self.builder
+            .take()
+            .map(ListingBuilder::finish)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Collecting {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.reserved, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::namespace::{AttrDefaults, DirEntry, EntryKind, implicit_dir_attr};
+
+    fn listing(n: usize) -> Arc<Listing> {
+        let mut l = Listing::default();
+        let attr = implicit_dir_attr(&AttrDefaults {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            mount_time: std::time::SystemTime::UNIX_EPOCH,
+        });
+        for i in 0..n {
+            let name = format!("e{i}");
+            l.entries.insert(
+                name.clone(),
+                DirEntry {
+                    key: format!("{name}/"),
+                    name,
+                    attr: attr.clone(),
+                },
+            );
+        }
+        assert!(
+            l.entries
+                .values()
+                .all(|e| e.attr.kind == EntryKind::Directory)
+        );
+        Arc::new(l)
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn entries_not_directories_are_bounded() {
+        let mut c = ListingCache::new(100);
+        let now = Instant::now();
+        assert!(c.put("a/", listing(40), now, TTL, 0));
+        assert!(c.put("b/", listing(40), now, TTL, 0));
+        assert_eq!(c.held(), 82);
+        // A third evicts the least recently used: a/ was not used since.
+        assert!(c.fresh("a/").is_some());
+        assert!(c.put("c/", listing(40), now, TTL, 0));
+        assert!(c.fresh("b/").is_none());
+        assert!(c.fresh("a/").is_some() && c.fresh("c/").is_some());
+        assert!(c.held() <= 100);
+        // Larger than the whole cache: never stored, nothing evicted.
+        assert!(!c.put("huge/", listing(100), now, TTL, 0));
+        assert!(c.fresh("a/").is_some());
+        // Many empty directories count too.
+        for i in 0..1000 {
+            c.put(&format!("empty{i}/"), listing(0), now, TTL, 0);
+        }
+        assert!(c.held() <= 100, "{}", c.held());
+        let mut none = ListingCache::new(0);
+        assert!(!none.put("a/", listing(0), now, TTL, 0));
+    }
+
+    #[test]
+    fn stale_reads_and_expired_listings_are_not_served() {
+        let mut c = ListingCache::new(1000);
+        let now = Instant::now();
+        let version = c.version();
+        c.invalidate("x/");
+        assert!(
+            !c.put("a/", listing(3), now, TTL, version),
+            "read before a change"
+        );
+        assert!(c.put("a/", listing(3), now, TTL, c.version()));
+        c.invalidate_where(|p| p.starts_with('a'));
+        assert!(c.fresh("a/").is_none());
+        assert_eq!(c.held(), 0);
+        let long_ago = now - 2 * TTL;
+        assert!(c.put("old/", listing(1), long_ago, TTL, c.version()));
+        assert!(c.fresh("old/").is_none(), "expired");
+        assert_eq!(c.held(), 0);
+    }
+
+    #[test]
+    fn collecting_passes_share_one_budget() {
+        let defaults = AttrDefaults {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            mount_time: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let page = |n: usize| ListPage {
+            common_prefixes: (0..n).map(|i| format!("d/{i}/")).collect(),
+            ..ListPage::default()
+        };
+        let budget = CollectBudget::new(100);
+        let mut a = budget.start(ListingBuilder::new("d/", defaults));
+        let mut b = budget.start(ListingBuilder::new("d/", defaults));
+        assert!(a.add_page(&page(60)));
+        assert!(!b.add_page(&page(60)), "over the shared budget");
+        assert!(b.add_page(&page(30)));
+        assert_eq!(budget.used(), 92);
+        drop(b);
+        assert_eq!(budget.used(), 61);
+        assert_eq!(a.finish().entries.len(), 60);
+        assert_eq!(budget.used(), 0, "returned when finished");
+    }
+}
