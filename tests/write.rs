@@ -14,7 +14,9 @@
 //! 2. Efficiency through the emulator's byte counters: 500 appends of
 //!    4 KiB on OSS upload at most 1.1 x 2 MiB; a 1 GiB sequential write on
 //!    S3 uploads parts before its `close`; renaming it moves no object data
-//!    through the client; `mv` of a directory of 1,000 files.
+//!    through the client; `mv` of a directory of 1,000 files; new small
+//!    files written by shell redirects cost one PUT each (no empty PUT
+//!    first, no HEAD or LIST to learn that their names are free).
 //! 3. Crash safety: uploads slowed down by the emulator, files closed, the
 //!    daemon SIGKILLed before they are uploaded, a new daemon on the same
 //!    cache directory uploads every one of them.
@@ -556,6 +558,42 @@ fn appends_on_oss_upload_only_the_appended_bytes() {
         m.log()
     );
     assert!(emu.requests("AppendObject") > 0);
+    unmount(m);
+}
+
+#[test]
+fn a_new_small_file_costs_one_put() {
+    const FILES: u64 = 300;
+    let Some(emu) = Emu::emulator(Provider::S3, "needs the emulator's request counters") else {
+        return;
+    };
+    let m = emu.mount("", &[]);
+    emu.reset_stats();
+    // A shell redirect, as `cp` and scripts do it: the shell closes a
+    // duplicate of the new file's descriptor before writing to it.
+    let script = format!(
+        "mkdir {dir} && for i in $(seq 1 {FILES}); do printf 'file %s' $i > {dir}/f$i; done",
+        dir = m.path("small").display()
+    );
+    let status = Command::new("sh").arg("-c").arg(&script).status().unwrap();
+    assert!(status.success());
+    wait_until("the files to be uploaded", || {
+        stored(&emu, &format!("small/f{FILES}")).is_some() && emu.requests("PutObject") > FILES
+    });
+    assert_eq!(
+        stored(&emu, "small/f7").as_deref(),
+        Some(&b"file 7"[..]),
+        "content"
+    );
+    let lookups = emu.requests("HeadObject") + emu.requests("ListObjectsV2");
+    let puts = emu.requests("PutObject");
+    let total: u64 = emu.stats().values().map(|c| c.requests).sum();
+    assert!(
+        puts == FILES + 1 && total as f64 <= 1.1 * FILES as f64,
+        "{FILES} new files and their directory cost {puts} PUTs, {lookups} HEADs and LISTs, \
+         {total} requests in all (limit 1.1 a file): {:?}",
+        emu.stats()
+    );
     unmount(m);
 }
 

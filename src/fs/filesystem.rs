@@ -12,7 +12,9 @@
 //!    objects therefore costs ceil(N/1000) LISTs and no HEAD.
 //! 2. **Lookup of an unknown name** runs a HEAD of `key` and a one-key LIST
 //!    of `key/` side by side ([`resolve_lookup`]); a name absent from a
-//!    fresh listing of its parent is missing without any request. Misses
+//!    fresh listing of its parent is missing without any request; a
+//!    directory whose expired listing was one page is listed again
+//!    instead (one request that serves the next lookups too). Misses
 //!    are remembered for `negative_ttl` in a bounded LRU.
 //! 3. **Files found in a listing carry no metadata** (mode, owner, symlink
 //!    type): a lookup of such a file HEADs it, so `stat path` shows the
@@ -38,8 +40,8 @@ use crate::errno::errno;
 use crate::fs::inode::{AttrSource, Binding, Inode, InodeTable, ROOT_INO};
 use crate::fs::listing_cache::{CollectBudget, ListingCache};
 use crate::fs::namespace::{
-    AttrDefaults, EntryAttr, EntryKind, NAME_MAX, attr_from_head, implicit_dir_attr,
-    resolve_lookup, valid_component,
+    AttrDefaults, EntryAttr, EntryKind, Listing, ListingBuilder, NAME_MAX, attr_from_head,
+    implicit_dir_attr, resolve_lookup, valid_component,
 };
 use crate::fs::reader::FileReader;
 use crate::fs::write::Writes;
@@ -285,6 +287,10 @@ impl BucketFs {
         }
 
         let listing = self.listings.lock().fresh(&dir.key);
+        let listing = match listing {
+            Some(listing) => Some(listing),
+            None => self.relist_small(&dir.key).await?,
+        };
         let found = match listing {
             Some(listing) => match listing.entries.get(name) {
                 None => None,
@@ -346,6 +352,43 @@ impl BucketFs {
             source,
             native_symlink,
         )))
+    }
+
+    /// Lists again a directory whose expired listing was one page (one
+    /// request instead of the HEAD and LIST of a lookup, and the answer
+    /// serves the lookups after it: creating many files in a directory
+    /// costs a LIST per `dir_ttl`, not two requests per file). `None` when
+    /// the directory was not cached, has grown past a page, or changed
+    /// meanwhile.
+    async fn relist_small(&self, prefix: &str) -> FsResult<Option<Arc<Listing>>> {
+        let entries = self.listings.lock().expired_entries(prefix);
+        if entries.is_none_or(|n| n >= readdir::WINDOW) {
+            return Ok(None);
+        }
+        let began = Instant::now();
+        let page = self
+            .store
+            .list_objects(&ListRequest {
+                prefix: prefix.to_string(),
+                delimiter: Some("/".into()),
+                continuation: None,
+                start_after: None,
+                max_keys: None,
+            })
+            .await
+            .map_err(|e| self.fail(&format!("listing {prefix:?}"), e))?;
+        if page.next.is_some() {
+            return Ok(None);
+        }
+        let mut builder = ListingBuilder::new(prefix, self.config.defaults);
+        builder.add_page(&page);
+        let listing = Arc::new(builder.finish());
+        self.log_odd_keys(&listing);
+        let kept = self
+            .listings
+            .lock()
+            .put(prefix, listing.clone(), began, self.config.dir_ttl);
+        Ok(kept.then_some(listing))
     }
 
     fn bind(

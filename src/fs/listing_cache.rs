@@ -7,9 +7,11 @@
 //! listing each time (readdir.rs reads it a page at a time).
 //!
 //! Each listing counts as its entries plus one, so many empty directories
-//! are bounded too. A listing read while the cache was invalidated (a
-//! create, unlink or rename happened meanwhile) is not stored: it may
-//! predate the change.
+//! are bounded too. A listing whose reading began before a change this
+//! mount made in its directory (a create, unlink or rename) is not stored:
+//! it may predate the change. Changes are remembered per directory, the
+//! last [`CHANGES_KEPT`] of them; a listing older than a forgotten one is
+//! refused too.
 
 use crate::fs::namespace::{Listing, ListingBuilder};
 use crate::store::ListPage;
@@ -29,9 +31,14 @@ pub struct ListingCache {
     /// Entries held, counted as [`weight`] of each listing.
     held: usize,
     capacity: usize,
-    /// Incremented at every invalidation; see [`ListingCache::version`].
-    version: u64,
+    /// When each directory was last changed here (bounded)...
+    changed: LruCache<String, Instant>,
+    /// ...and the latest change forgotten (or made to many at once).
+    floor: Instant,
 }
+
+/// Directories whose last change is remembered.
+pub const CHANGES_KEPT: usize = 4096;
 
 fn weight(listing: &Listing) -> usize {
     listing.entries.len() + 1
@@ -44,7 +51,10 @@ impl ListingCache {
             lru: LruCache::unbounded(),
             held: 0,
             capacity,
-            version: 0,
+            changed: LruCache::new(
+                std::num::NonZeroUsize::new(CHANGES_KEPT).unwrap_or(std::num::NonZeroUsize::MIN),
+            ),
+            floor: Instant::now(),
         }
     }
 
@@ -56,33 +66,46 @@ impl ListingCache {
     /// The listing of `prefix` while it is fresh.
     pub fn fresh(&mut self, prefix: &str) -> Option<Arc<Listing>> {
         let cached = self.lru.get(prefix)?;
-        if cached.expires > Instant::now() {
-            return Some(cached.listing.clone());
+        (cached.expires > Instant::now()).then(|| cached.listing.clone())
+    }
+
+    /// How many entries the listing of `prefix` had when it expired (an
+    /// expired listing is kept, within the bound, for this question: is
+    /// the directory small enough to list again instead of a lookup?).
+    pub fn expired_entries(&self, prefix: &str) -> Option<usize> {
+        let cached = self.lru.peek(prefix)?;
+        (cached.expires <= Instant::now()).then(|| cached.listing.entries.len())
+    }
+
+    /// Whether directory `prefix` may have changed here since `read_at`.
+    fn changed_since(&self, prefix: &str, read_at: Instant) -> bool {
+        read_at <= self.floor || self.changed.peek(prefix).is_some_and(|t| *t >= read_at)
+    }
+
+    fn mark_changed(&mut self, prefix: &str) {
+        let now = Instant::now();
+        if let Some((evicted, at)) = self.changed.push(prefix.to_string(), now)
+            && evicted != prefix
+        {
+            self.floor = self.floor.max(at);
         }
-        self.remove(prefix);
-        None
     }
 
-    /// The invalidation count: a listing read while it changed is stale.
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
-    /// Stores the listing of `prefix`, read starting at `read_at` while
-    /// the cache was at `version`, for `ttl`. Returns whether it was kept.
+    /// Stores the listing of `prefix`, whose reading began at `read_at`,
+    /// for `ttl`. Returns whether it was kept: not when the directory
+    /// changed here since, nor when it is too big.
     pub fn put(
         &mut self,
         prefix: &str,
         listing: Arc<Listing>,
         read_at: Instant,
         ttl: Duration,
-        version: u64,
     ) -> bool {
-        self.remove(prefix);
         let weight = weight(&listing);
-        if version != self.version || weight > self.capacity {
+        if self.changed_since(prefix, read_at) || weight > self.capacity {
             return false;
         }
+        self.remove(prefix);
         while self.held + weight > self.capacity {
             match self.lru.pop_lru() {
                 Some((_, old)) => self.held -= self::weight(&old.listing),
@@ -100,15 +123,38 @@ impl ListingCache {
         true
     }
 
+    /// Applies a change this mount made in directory `prefix` to its
+    /// cached listing, if there is one, instead of dropping it: the next
+    /// lookup of a new name in the directory still needs no request.
+    pub fn update(&mut self, prefix: &str, change: impl FnOnce(&mut Listing)) {
+        self.mark_changed(prefix);
+        let Some(cached) = self.lru.get_mut(prefix) else {
+            return;
+        };
+        let before = weight(&cached.listing);
+        change(Arc::make_mut(&mut cached.listing));
+        let after = weight(&cached.listing);
+        self.held = self.held + after - before;
+        if after > self.capacity {
+            self.remove(prefix);
+        }
+        while self.held > self.capacity {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.held -= weight(&old.listing),
+                None => break,
+            }
+        }
+    }
+
     /// Forgets the listing of `prefix` (its content changed).
     pub fn invalidate(&mut self, prefix: &str) {
-        self.version += 1;
+        self.mark_changed(prefix);
         self.remove(prefix);
     }
 
     /// Forgets every listing whose prefix `stale` selects.
     pub fn invalidate_where(&mut self, stale: impl Fn(&str) -> bool) {
-        self.version += 1;
+        self.floor = Instant::now();
         let keys: Vec<String> = self
             .lru
             .iter()
@@ -248,46 +294,88 @@ mod tests {
     #[test]
     fn entries_not_directories_are_bounded() {
         let mut c = ListingCache::new(100);
-        let now = Instant::now();
-        assert!(c.put("a/", listing(40), now, TTL, 0));
-        assert!(c.put("b/", listing(40), now, TTL, 0));
+        let now = Instant::now() + Duration::from_millis(1);
+        assert!(c.put("a/", listing(40), now, TTL));
+        assert!(c.put("b/", listing(40), now, TTL));
         assert_eq!(c.held(), 82);
         // A third evicts the least recently used: a/ was not used since.
         assert!(c.fresh("a/").is_some());
-        assert!(c.put("c/", listing(40), now, TTL, 0));
+        assert!(c.put("c/", listing(40), now, TTL));
         assert!(c.fresh("b/").is_none());
         assert!(c.fresh("a/").is_some() && c.fresh("c/").is_some());
         assert!(c.held() <= 100);
         // Larger than the whole cache: never stored, nothing evicted.
-        assert!(!c.put("huge/", listing(100), now, TTL, 0));
+        assert!(!c.put("huge/", listing(100), now, TTL));
         assert!(c.fresh("a/").is_some());
         // Many empty directories count too.
         for i in 0..1000 {
-            c.put(&format!("empty{i}/"), listing(0), now, TTL, 0);
+            c.put(&format!("empty{i}/"), listing(0), now, TTL);
         }
         assert!(c.held() <= 100, "{}", c.held());
         let mut none = ListingCache::new(0);
-        assert!(!none.put("a/", listing(0), now, TTL, 0));
+        assert!(!none.put("a/", listing(0), now, TTL));
     }
 
     #[test]
     fn stale_reads_and_expired_listings_are_not_served() {
         let mut c = ListingCache::new(1000);
-        let now = Instant::now();
-        let version = c.version();
-        c.invalidate("x/");
-        assert!(
-            !c.put("a/", listing(3), now, TTL, version),
-            "read before a change"
-        );
-        assert!(c.put("a/", listing(3), now, TTL, c.version()));
+        let began = Instant::now();
+        c.invalidate("a/");
+        assert!(!c.put("a/", listing(3), began, TTL), "read before a change");
+        assert!(c.put("b/", listing(3), began, TTL), "another directory");
+        assert!(c.put("a/", listing(3), Instant::now(), TTL));
         c.invalidate_where(|p| p.starts_with('a'));
+        assert!(c.fresh("a/").is_none() && c.fresh("b/").is_some());
+        assert!(!c.put("b/", listing(3), began, TTL), "older than a rename");
+        assert_eq!(c.held(), 4);
+        assert!(c.put("old/", listing(1), Instant::now(), Duration::ZERO));
+        assert!(c.fresh("old/").is_none(), "expired");
+        assert_eq!(c.expired_entries("old/"), Some(1), "kept, for its size");
+        assert_eq!(c.expired_entries("b/"), None);
+        assert!(c.put("old/", listing(2), Instant::now(), TTL));
+        assert_eq!(c.expired_entries("old/"), None, "fresh again");
+        assert_eq!(c.held(), 7);
+        // Changes to more directories than are remembered: the oldest
+        // forgotten one still refuses listings read before it.
+        let before = Instant::now();
+        for i in 0..CHANGES_KEPT + 1 {
+            c.update(&format!("d{i}/"), |_| {});
+        }
+        assert!(!c.put("d0/", listing(1), before, TTL));
+        assert!(c.put("d0/", listing(1), Instant::now(), TTL));
+    }
+
+    #[test]
+    fn updates_change_the_cached_listing_in_place_within_the_bound() {
+        let mut c = ListingCache::new(10);
+        let now = Instant::now() + Duration::from_millis(1);
+        assert!(c.put("a/", listing(3), now, TTL));
+        let added = listing(1).entries.values().next().unwrap().clone();
+        let began = Instant::now();
+        c.update("a/", |l| {
+            l.entries.insert("new".into(), added.clone());
+        });
+        assert!(
+            !c.put("a/", listing(3), began, TTL),
+            "read before the change"
+        );
+        assert_eq!(c.fresh("a/").unwrap().entries.len(), 4);
+        assert_eq!(c.held(), 5);
+        c.update("a/", |l| {
+            l.entries.remove("e0");
+        });
+        assert_eq!(c.held(), 4);
+        // Grown past the whole capacity: dropped.
+        c.update("a/", |l| {
+            for i in 0..20 {
+                l.entries.insert(format!("x{i}"), added.clone());
+            }
+        });
         assert!(c.fresh("a/").is_none());
         assert_eq!(c.held(), 0);
-        let long_ago = now - 2 * TTL;
-        assert!(c.put("old/", listing(1), long_ago, TTL, c.version()));
-        assert!(c.fresh("old/").is_none(), "expired");
-        assert_eq!(c.held(), 0);
+        // Nothing cached: nothing to change.
+        c.update("b/", |l| l.entries.clear());
+        assert!(c.fresh("b/").is_none());
     }
 
     #[test]

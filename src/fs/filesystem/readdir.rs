@@ -104,8 +104,7 @@ pub(super) struct DirPass {
     local: HashMap<String, Inode>,
     /// Keys whose names were removed while open.
     hidden: HashSet<String>,
-    /// The cache's version and the time when the pass began (case 2).
-    version: u64,
+    /// When the pass began (case 2).
     began: Instant,
 }
 
@@ -150,10 +149,8 @@ impl BucketFs {
             kind: EntryKind::Directory,
             child: None,
         };
-        let (cached, version) = {
-            let mut cache = self.listings.lock();
-            (cache.fresh(&dir.key).is_some(), cache.version())
-        };
+        let began = Instant::now();
+        let cached = self.listings.lock().fresh(&dir.key).is_some();
         let source = if cached {
             Source::Cached { after: None }
         } else {
@@ -168,8 +165,7 @@ impl BucketFs {
             source,
             local: self.staged_children(ino).into_iter().collect(),
             hidden: self.hidden.lock().keys().cloned().collect(),
-            version,
-            began: Instant::now(),
+            began,
         })
     }
 
@@ -268,13 +264,9 @@ impl BucketFs {
             None => {
                 if let Some(collect) = collect.take() {
                     let done = Arc::new(collect.finish());
-                    self.listings.lock().put(
-                        prefix,
-                        done,
-                        pass.began,
-                        self.config.dir_ttl,
-                        pass.version,
-                    );
+                    self.listings
+                        .lock()
+                        .put(prefix, done, pass.began, self.config.dir_ttl);
                 }
                 pass.source = Source::Done;
             }

@@ -138,7 +138,9 @@ impl BucketFs {
                 inodes.set_attr(ino, attr, expires);
             }
         }
-        self.invalidate_listing(parent_prefix(&key));
+        if !file.with(|st| st.unlinked) {
+            self.file_listed(&key, base);
+        }
     }
 
     /// Continues over the object as it is now (subtle case 3).
@@ -201,7 +203,9 @@ impl BucketFs {
             {
                 warn!("cannot empty the staging journal: {e}");
             }
-            self.invalidate_listing(parent_prefix(&file.key()));
+            if unlinked {
+                self.invalidate_listing(parent_prefix(&file.key()));
+            }
         }
     }
 

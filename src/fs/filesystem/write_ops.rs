@@ -39,16 +39,19 @@
 
 use super::{BucketFs, Entry, FsResult, Handle};
 use crate::fs::inode::{AttrSource, Inode};
-use crate::fs::namespace::{EntryAttr, EntryKind, NAME_MAX, attr_from_head, valid_component};
+use crate::fs::namespace::{
+    DirEntry, EntryAttr, EntryKind, Listing, NAME_MAX, attr_from_head, file_attr_from_listing,
+    implicit_dir_attr, valid_component,
+};
 use crate::fs::reader::FileReader;
 use crate::fs::write::Writes;
 use crate::fs::write::dirty::{DirtyFile, Piece};
 use crate::fs::write::meta::{from_metadata, to_metadata};
 use crate::fs::write::plan::{MAX_PART, MAX_PARTS, MIN_PART};
-use crate::staging::journal::{FileMeta, Record};
+use crate::staging::journal::{BaseObject, FileMeta, Record};
 use crate::store::{
-    CompleteMultipartRequest, CopyRequest, DELETE_BATCH_MAX, ListRequest, MetadataDirective,
-    ObjectAttributes, ObjectType, PutRequest, StoreError, UploadPartCopyRequest,
+    CompleteMultipartRequest, CopyRequest, DELETE_BATCH_MAX, ListEntry, ListRequest,
+    MetadataDirective, ObjectAttributes, ObjectType, PutRequest, StoreError, UploadPartCopyRequest,
 };
 use bytes::Bytes;
 use std::sync::Arc;
@@ -264,6 +267,9 @@ impl BucketFs {
         if handles == 0 {
             if file.has_unstaged() {
                 let _ = self.stage(file, Some(ino));
+            } else if !file.is_clean() {
+                // Journaled by a close that left the upload to this one.
+                self.schedule(file, Some(ino));
             }
             self.retire(file, Some(ino));
         }
@@ -396,7 +402,7 @@ impl BucketFs {
             old.with(|st| st.unlinked = true);
         }
         writes.insert(ino, file.clone());
-        self.names_changed(&dir.key, &key);
+        self.name_added(&dir.key, &key, None);
         self.hidden.lock().remove(&key);
         let fh = self.add_file_handle(
             ino,
@@ -499,8 +505,17 @@ impl BucketFs {
         else {
             return Ok(());
         };
+        let sync_close = self.writes()?.config.sync_close;
+        if !sync_close && file.is_new_and_empty() {
+            // A shell redirect (`> f`) closes a duplicate of the new
+            // file's descriptor before anything is written: an empty new
+            // file is journaled here and uploaded at its last close
+            // (release_hold), so it costs one PUT, not an empty one first.
+            self.journal(file)?;
+            return Ok(());
+        }
         let generation = self.stage(file, Some(*ino))?;
-        if self.writes()?.config.sync_close {
+        if sync_close {
             file.wait_uploaded(generation).await?;
         }
         Ok(())
@@ -525,6 +540,14 @@ impl BucketFs {
     /// Journals the file's state and schedules its upload; returns the
     /// generation that upload will cover.
     pub(super) fn stage(&self, file: &Arc<DirtyFile>, ino: Option<u64>) -> FsResult<u64> {
+        self.journal(file)?;
+        self.schedule(file, ino);
+        Ok(file.generation())
+    }
+
+    /// Writes the file's state to the staging journal (if it changed), so
+    /// a restart uploads it.
+    fn journal(&self, file: &Arc<DirtyFile>) -> FsResult<()> {
         let writes = self.writes()?;
         if let Some(record) = file.journal_record() {
             if let Err(e) = writes.staging.record(&Record::Staged(record)) {
@@ -540,8 +563,7 @@ impl BucketFs {
                 warn!("cannot compact the staging journal: {e}");
             }
         }
-        self.schedule(file, ino);
-        Ok(file.generation())
+        Ok(())
     }
 
     /// The last handle of `ino` through `file` (if any) closed.
@@ -582,7 +604,7 @@ impl BucketFs {
             warn!("deleting {key:?} after its last close: {e}");
         }
         self.hidden.lock().remove(&key);
-        self.invalidate_listing(parent_prefix(&key));
+        self.name_removed(&key);
     }
 
     // -----------------------------------------------------------------
@@ -730,12 +752,58 @@ impl BucketFs {
         self.dir_inode(parent)
     }
 
-    /// The caches after `key` appeared or disappeared in directory `dir`.
-    fn names_changed(&self, dir: &str, key: &str) {
-        self.invalidate_listing(dir);
+    /// The caches after `key` appeared in directory `dir`: no longer
+    /// missing, and in the cached listing (`entry`, or nothing while the
+    /// file is only staged here: lookups and readdir show staged files
+    /// anyway). Keeping the listing keeps lookups of further new names
+    /// free, so a file created and written costs its upload alone.
+    pub(super) fn name_added(&self, dir: &str, key: &str, entry: Option<DirEntry>) {
         self.negatives
             .lock()
             .pop(key.strip_suffix('/').unwrap_or(key));
+        self.listings.lock().update(dir, |listing| {
+            if let Some(entry) = entry {
+                listing.entries.insert(entry.name.clone(), entry);
+            }
+        });
+    }
+
+    /// The cached listing after the object `key` (a file, not a prefix)
+    /// was deleted: its entry goes, unless a directory of that name hides
+    /// it (then the entry is the directory's).
+    pub(super) fn name_removed(&self, key: &str) {
+        let (dir, name) = key.split_at(parent_prefix(key).len());
+        self.listings.lock().update(dir, |listing| {
+            if listing.entries.get(name).is_some_and(|e| e.key == key) {
+                listing.entries.remove(name);
+            }
+        });
+    }
+
+    /// The cached listing after file `key` was uploaded as `base`.
+    pub(super) fn file_listed(&self, key: &str, base: &BaseObject) {
+        let object = ListEntry {
+            key: key.to_string(),
+            size: base.size,
+            etag: base.etag.clone(),
+            last_modified: Some(SystemTime::now()),
+        };
+        let (dir, name) = key.split_at(parent_prefix(key).len());
+        let entry = DirEntry {
+            name: name.to_string(),
+            key: key.to_string(),
+            attr: file_attr_from_listing(&object, &self.config.defaults),
+        };
+        self.listings.lock().update(dir, |listing| {
+            // A directory of the same name hides the file, as listed.
+            if listing
+                .entries
+                .get(name)
+                .is_none_or(|e| e.attr.kind != EntryKind::Directory)
+            {
+                listing.entries.insert(entry.name.clone(), entry);
+            }
+        });
     }
 
     /// The entry of `name` in `parent`, without counting a kernel lookup.
@@ -815,7 +883,6 @@ impl BucketFs {
             })
             .await
             .map_err(|e| self.fail(&format!("creating {key:?}"), e))?;
-        self.names_changed(&dir.key, &key);
         let attr = EntryAttr {
             kind: new.kind,
             size,
@@ -825,6 +892,33 @@ impl BucketFs {
             gid: new.gid,
             etag: Some(put.etag),
         };
+        // As a listing would show it: a directory with the defaults, a
+        // symlink as a file (listings carry no metadata; lookups HEAD it).
+        let listed = match new.kind {
+            EntryKind::Directory => implicit_dir_attr(&self.config.defaults),
+            _ => EntryAttr {
+                kind: EntryKind::File,
+                perm: self.config.defaults.file_mode & 0o7777,
+                uid: self.config.defaults.uid,
+                gid: self.config.defaults.gid,
+                ..attr.clone()
+            },
+        };
+        let entry = DirEntry {
+            name: name.to_string(),
+            key: key.clone(),
+            attr: listed,
+        };
+        self.name_added(&dir.key, &key, Some(entry));
+        if new.kind == EntryKind::Directory {
+            // A new directory is empty: lookups in it need no request.
+            self.listings.lock().put(
+                &key,
+                Arc::new(Listing::default()),
+                Instant::now(),
+                self.config.dir_ttl,
+            );
+        }
         Ok(self.bind(parent, name, key, attr, AttrSource::Head, false))
     }
 
@@ -904,7 +998,7 @@ impl BucketFs {
             }
         }
         self.inodes.lock().unbind(parent, name);
-        self.invalidate_listing(parent_prefix(&key));
+        self.name_removed(&key);
         self.remember_missing(&key);
         Ok(())
     }

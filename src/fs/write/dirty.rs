@@ -583,6 +583,13 @@ impl DirtyFile {
         !st.unlinked && st.journaled > self.progress.borrow().uploaded
     }
 
+    /// Whether the file is new here and still empty: never uploaded, no
+    /// base object, size 0.
+    pub fn is_new_and_empty(&self) -> bool {
+        let st = self.state.lock();
+        st.base.is_none() && st.size == 0 && self.progress.borrow().uploaded == 0
+    }
+
     /// Whether changes were made that no close or fsync staged yet.
     pub fn has_unstaged(&self) -> bool {
         let st = self.state.lock();
