@@ -57,7 +57,8 @@ struct MountArgs {
     /// path_style, signature=..., uid=N, gid=N, umask=OCTAL,
     /// file_mode=OCTAL, dir_mode=OCTAL, allow_other, ro, nonempty,
     /// cache_size=SIZE, attr_ttl=DURATION, dir_ttl=DURATION,
-    /// negative_ttl=DURATION, part_size=SIZE, readahead_max=SIZE,
+    /// negative_ttl=DURATION, listing_cache_entries=N, part_size=SIZE,
+    /// readahead_max=SIZE,
     /// credentials_file=PATH, foreground (see README).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,

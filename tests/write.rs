@@ -16,7 +16,8 @@
 //!    S3 uploads parts before its `close`; renaming it moves no object data
 //!    through the client; `mv` of a directory of 1,000 files; new small
 //!    files written by shell redirects cost one PUT each (no empty PUT
-//!    first, no HEAD or LIST to learn that their names are free).
+//!    first, no HEAD or LIST to learn that their names are free), and
+//!    `rm -rf` of them one DELETE each.
 //! 3. Crash safety: uploads slowed down by the emulator, files closed, the
 //!    daemon SIGKILLed before they are uploaded, a new daemon on the same
 //!    cache directory uploads every one of them.
@@ -562,7 +563,7 @@ fn appends_on_oss_upload_only_the_appended_bytes() {
 }
 
 #[test]
-fn a_new_small_file_costs_one_put() {
+fn a_new_small_file_costs_one_put_and_its_removal_one_delete() {
     const FILES: u64 = 300;
     let Some(emu) = Emu::emulator(Provider::S3, "needs the emulator's request counters") else {
         return;
@@ -594,6 +595,19 @@ fn a_new_small_file_costs_one_put() {
          {total} requests in all (limit 1.1 a file): {:?}",
         emu.stats()
     );
+    // Removed from a fresh mount: one DELETE a file, plus the listing.
+    unmount(m);
+    let m = emu.mount("", &[]);
+    emu.reset_stats();
+    fs::remove_dir_all(m.path("small")).unwrap();
+    let deletes = emu.requests("DeleteObject");
+    let total: u64 = emu.stats().values().map(|c| c.requests).sum();
+    assert!(
+        deletes == FILES + 1 && total as f64 <= 1.1 * FILES as f64,
+        "rm -rf of {FILES} files cost {total} requests: {:?}",
+        emu.stats()
+    );
+    assert!(emu.store().keys().iter().all(|k| !k.starts_with("small/")));
     unmount(m);
 }
 

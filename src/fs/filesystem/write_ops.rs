@@ -807,7 +807,27 @@ impl BucketFs {
     }
 
     /// The entry of `name` in `parent`, without counting a kernel lookup.
+    /// A name the kernel looked up moments ago (its binding still within
+    /// its TTL) is taken as bound, without a request: `rm -rf` of a
+    /// directory just listed then costs one DELETE a file, not a HEAD too.
     async fn resolve(&self, parent: u64, name: &str) -> FsResult<Option<Entry>> {
+        let bound = {
+            let inodes = self.inodes.lock();
+            inodes
+                .child(parent, name)
+                .filter(|i| i.expires > Instant::now())
+                .map(|i| (i.ino, i.key.clone(), i.attr.clone()))
+        };
+        if let Some((ino, key, attr)) = bound
+            && !self.hidden.lock().contains_key(&key)
+        {
+            let attr = self.overlay(ino, attr);
+            return Ok(Some(Entry {
+                ino,
+                ttl: self.ttl_for(&attr),
+                attr,
+            }));
+        }
         let entry = self.lookup(parent, name).await?;
         if let Some(e) = &entry {
             self.forget(e.ino, 1);
