@@ -40,8 +40,8 @@ use crate::errno::errno;
 use crate::fs::inode::{AttrSource, Binding, Inode, InodeTable, ROOT_INO};
 use crate::fs::listing_cache::{CollectBudget, ListingCache};
 use crate::fs::namespace::{
-    AttrDefaults, EntryAttr, EntryKind, Listing, ListingBuilder, NAME_MAX, attr_from_head,
-    implicit_dir_attr, resolve_lookup, valid_component,
+    AttrDefaults, EntryAttr, EntryKind, Listing, NAME_MAX, attr_from_head, implicit_dir_attr,
+    resolve_lookup, valid_component,
 };
 use crate::fs::reader::FileReader;
 use crate::fs::write::Writes;
@@ -366,24 +366,11 @@ impl BucketFs {
             return Ok(None);
         }
         let began = Instant::now();
-        let page = self
-            .store
-            .list_objects(&ListRequest {
-                prefix: prefix.to_string(),
-                delimiter: Some("/".into()),
-                continuation: None,
-                start_after: None,
-                max_keys: None,
-            })
-            .await
-            .map_err(|e| self.fail(&format!("listing {prefix:?}"), e))?;
+        let (page, listing) = self.list_page(prefix, None, None).await?;
         if page.next.is_some() {
             return Ok(None);
         }
-        let mut builder = ListingBuilder::new(prefix, self.config.defaults);
-        builder.add_page(&page);
-        let listing = Arc::new(builder.finish());
-        self.log_odd_keys(&listing);
+        let listing = Arc::new(listing);
         let kept = self
             .listings
             .lock()

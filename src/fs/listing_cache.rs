@@ -58,11 +58,6 @@ impl ListingCache {
         }
     }
 
-    /// Whether a listing of `entries` entries can be stored at all.
-    pub fn fits(&self, entries: usize) -> bool {
-        entries < self.capacity
-    }
-
     /// The listing of `prefix` while it is fresh.
     pub fn fresh(&mut self, prefix: &str) -> Option<Arc<Listing>> {
         let cached = self.lru.get(prefix)?;
@@ -106,12 +101,6 @@ impl ListingCache {
             return false;
         }
         self.remove(prefix);
-        while self.held + weight > self.capacity {
-            match self.lru.pop_lru() {
-                Some((_, old)) => self.held -= self::weight(&old.listing),
-                None => break,
-            }
-        }
         self.held += weight;
         self.lru.put(
             prefix.to_string(),
@@ -120,7 +109,18 @@ impl ListingCache {
                 expires: read_at + ttl,
             },
         );
+        // The new listing is the most recently used: others go first.
+        self.evict_over_capacity();
         true
+    }
+
+    fn evict_over_capacity(&mut self) {
+        while self.held > self.capacity {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.held -= weight(&old.listing),
+                None => break,
+            }
+        }
     }
 
     /// Applies a change this mount made in directory `prefix` to its
@@ -138,12 +138,7 @@ impl ListingCache {
         if after > self.capacity {
             self.remove(prefix);
         }
-        while self.held > self.capacity {
-            match self.lru.pop_lru() {
-                Some((_, old)) => self.held -= weight(&old.listing),
-                None => break,
-            }
-        }
+        self.evict_over_capacity();
     }
 
     /// Forgets the listing of `prefix` (its content changed).
@@ -195,7 +190,7 @@ impl CollectBudget {
         }
     }
 
-    /// Starts collecting the listing of `prefix`.
+    /// Starts collecting a listing into `builder`.
     pub fn start(&self, builder: ListingBuilder) -> Collecting {
         Collecting {
             builder: Some(builder),

@@ -196,15 +196,6 @@ impl ListingBuilder {
         );
     }
 
-    /// Entries collected so far.
-    pub fn len(&self) -> usize {
-        self.listing.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.listing.entries.is_empty()
-    }
-
     pub fn finish(self) -> Listing {
         self.listing
     }

@@ -126,6 +126,7 @@ pub const DEFAULT_LISTING_CACHE_ENTRIES: usize = 100_000;
 
 /// Largest `listing_cache_entries` accepted (about 50 GiB of entries).
 pub const MAX_LISTING_CACHE_ENTRIES: usize = 100_000_000;
+
 /// Default `file_mode` for objects without s3fs `mode` metadata (as
 /// mountpoint-s3's `--file-mode`).
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
@@ -607,11 +608,7 @@ impl MountOptions {
                 "sync_close" => o.sync_close = flag()?,
                 "staging_max" => o.staging_max = Some(parse_size(need()?).map_err(bad)?),
                 "upload_concurrency" => {
-                    o.upload_concurrency = need()?
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=256).contains(n))
-                        .ok_or_else(|| bad("must be a number from 1 to 256".to_string()))?
+                    o.upload_concurrency = parse_count(need()?, 1..=256).map_err(bad)?
                 }
                 "cache_dir" => {
                     let path = Path::new(need()?);
@@ -633,15 +630,8 @@ impl MountOptions {
                 "dir_ttl" => o.dir_ttl = parse_duration(need()?).map_err(bad)?,
                 "negative_ttl" => o.negative_ttl = parse_duration(need()?).map_err(bad)?,
                 "listing_cache_entries" => {
-                    o.listing_cache_entries = need()?
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| *n <= MAX_LISTING_CACHE_ENTRIES)
-                        .ok_or_else(|| {
-                            bad(format!(
-                                "must be a number from 0 to {MAX_LISTING_CACHE_ENTRIES}"
-                            ))
-                        })?
+                    o.listing_cache_entries =
+                        parse_count(need()?, 0..=MAX_LISTING_CACHE_ENTRIES).map_err(bad)?
                 }
                 "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {
                     flag()?;
@@ -961,6 +951,15 @@ fn parse_mode(value: &str) -> Result<u32, String> {
 
 /// Bytes, with an optional binary suffix: `K`, `M`, `G`, `T`, also spelled
 /// `KB`/`KiB` (all mean powers of 1024, as in s3fs and mount).
+/// A whole number within `range`.
+fn parse_count(value: &str, range: std::ops::RangeInclusive<usize>) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| format!("must be a number from {} to {}", range.start(), range.end()))
+}
+
 fn parse_size(value: &str) -> Result<u64, String> {
     let split = value
         .find(|c: char| !c.is_ascii_digit())

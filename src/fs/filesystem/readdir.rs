@@ -30,8 +30,8 @@
 use super::{BucketFs, DirRow, FsResult, Handle};
 use crate::fs::inode::Inode;
 use crate::fs::listing_cache::Collecting;
-use crate::fs::namespace::{EntryKind, Listing, ListingBuilder, NAME_MAX};
-use crate::store::{ListContinuation, ListRequest};
+use crate::fs::namespace::{DirEntry, EntryAttr, EntryKind, Listing, ListingBuilder, NAME_MAX};
+use crate::store::{ListContinuation, ListPage, ListRequest};
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -56,6 +56,23 @@ impl DirWindow {
 
     fn end(&self) -> u64 {
         self.start + self.rows.len() as u64
+    }
+}
+
+impl DirRow {
+    /// The row of a child `name` (not bound to an inode yet).
+    fn child(name: String, key: String, attr: EntryAttr) -> DirRow {
+        DirRow {
+            name,
+            ino: 0,
+            kind: attr.kind,
+            child: Some((key, attr)),
+        }
+    }
+
+    /// The row of a listed entry.
+    fn of(entry: &DirEntry) -> DirRow {
+        DirRow::child(entry.name.clone(), entry.key.clone(), entry.attr.clone())
     }
 }
 
@@ -123,14 +140,14 @@ impl BucketFs {
         let Handle::Dir(pass) = &*handle else {
             return Err(libc::EBADF);
         };
+        let dir = self.dir_inode(ino)?;
         let mut pass = pass.lock().await;
         if offset == 0 || pass.as_ref().is_none_or(|p| offset < p.window.start) {
-            *pass = Some(self.begin_pass(ino)?);
+            *pass = Some(self.begin_pass(&dir));
         }
         let Some(pass) = pass.as_mut() else {
             return Err(libc::EIO);
         };
-        let dir = self.dir_inode(ino)?;
         while offset >= pass.window.end() && !matches!(pass.source, Source::Done) {
             let rows = self.next_rows(&dir.key, pass).await?;
             pass.window = DirWindow {
@@ -141,8 +158,7 @@ impl BucketFs {
         Ok(pass.window.clone())
     }
 
-    fn begin_pass(&self, ino: u64) -> FsResult<DirPass> {
-        let dir = self.dir_inode(ino)?;
+    fn begin_pass(&self, dir: &Inode) -> DirPass {
         let dot = |name: &str, ino| DirRow {
             name: name.into(),
             ino,
@@ -157,16 +173,16 @@ impl BucketFs {
             let builder = ListingBuilder::new(&dir.key, self.config.defaults);
             Paging::after(&dir.key, None, Some(self.collect_budget.start(builder)))
         };
-        Ok(DirPass {
+        DirPass {
             window: DirWindow {
                 start: 0,
-                rows: Arc::new(vec![dot(".", ino), dot("..", dir.parent)]),
+                rows: Arc::new(vec![dot(".", dir.ino), dot("..", dir.parent)]),
             },
             source,
-            local: self.staged_children(ino).into_iter().collect(),
+            local: self.staged_children(dir.ino).into_iter().collect(),
             hidden: self.hidden.lock().keys().cloned().collect(),
             began,
-        })
+        }
     }
 
     /// The next rows of the pass (empty only once it is done).
@@ -193,12 +209,11 @@ impl BucketFs {
                 Source::Done => break,
             }
             if matches!(pass.source, Source::Done) {
-                rows.extend(pass.local.drain().map(|(name, inode)| DirRow {
-                    name,
-                    ino: 0,
-                    kind: inode.attr.kind,
-                    child: Some((inode.key.clone(), inode.attr.clone())),
-                }));
+                rows.extend(
+                    pass.local
+                        .drain()
+                        .map(|(name, inode)| DirRow::child(name, inode.key, inode.attr)),
+                );
                 break;
             }
         }
@@ -220,42 +235,21 @@ impl BucketFs {
         if continuation.is_none() && start_after.is_none() {
             self.await_recovered(prefix).await;
         }
-        let req = ListRequest {
-            prefix: prefix.to_string(),
-            delimiter: Some("/".into()),
-            continuation: continuation.take(),
-            start_after: start_after.take(),
-            max_keys: None,
-        };
-        let page = self
-            .store
-            .list_objects(&req)
-            .await
-            .map_err(|e| self.fail(&format!("listing {prefix:?}"), e))?;
-        let mut builder = ListingBuilder::new(prefix, self.config.defaults);
-        builder.add_page(&page);
-        let listing = builder.finish();
-        self.log_odd_keys(&listing);
+        let (page, listing) = self
+            .list_page(prefix, continuation.take(), start_after.take())
+            .await?;
         if collect.as_mut().is_some_and(|c| !c.add_page(&page)) {
             *collect = None;
         }
-        let fresh: Vec<_> = listing
+        let rows = listing
             .entries
             .values()
             .filter(|e| !previous.contains(&e.name))
             .filter(|e| shown_up_to.as_ref().is_none_or(|up_to| e.name > *up_to))
-            .collect();
-        let rows = fresh
-            .iter()
             .filter(|e| !pass.hidden.contains(&e.key))
             .map(|e| {
                 pass.local.remove(&e.name);
-                DirRow {
-                    name: e.name.clone(),
-                    ino: 0,
-                    kind: e.attr.kind,
-                    child: Some((e.key.clone(), e.attr.clone())),
-                }
+                DirRow::of(e)
             })
             .collect();
         *previous = listing.entries.into_keys().collect();
@@ -274,8 +268,35 @@ impl BucketFs {
         Ok(rows)
     }
 
+    /// One page of the listing of directory `prefix`, and what it shows
+    /// (odd keys logged).
+    pub(super) async fn list_page(
+        &self,
+        prefix: &str,
+        continuation: Option<ListContinuation>,
+        start_after: Option<String>,
+    ) -> FsResult<(ListPage, Listing)> {
+        let req = ListRequest {
+            prefix: prefix.to_string(),
+            delimiter: Some("/".into()),
+            continuation,
+            start_after,
+            max_keys: None,
+        };
+        let page = self
+            .store
+            .list_objects(&req)
+            .await
+            .map_err(|e| self.fail(&format!("listing {prefix:?}"), e))?;
+        let mut builder = ListingBuilder::new(prefix, self.config.defaults);
+        builder.add_page(&page);
+        let listing = builder.finish();
+        self.log_odd_keys(&listing);
+        Ok((page, listing))
+    }
+
     /// Logs, once per key, keys that a listing could not show.
-    pub(super) fn log_odd_keys(&self, listing: &Listing) {
+    fn log_odd_keys(&self, listing: &Listing) {
         for key in &listing.skipped {
             self.log_once(key, || {
                 format!("key {key:?} cannot be shown as a path (an empty, '.' or '..' component, over {NAME_MAX} bytes, a NUL byte, or not UTF-8): skipped")
@@ -356,12 +377,7 @@ fn window_of(
         local.remove(&entry.name);
         last = Some(entry.name.clone());
         if !hidden.contains(&entry.key) {
-            rows.push(DirRow {
-                name: entry.name.clone(),
-                ino: 0,
-                kind: entry.attr.kind,
-                child: Some((entry.key.clone(), entry.attr.clone())),
-            });
+            rows.push(DirRow::of(entry));
         }
     }
     (rows, last)

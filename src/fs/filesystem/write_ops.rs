@@ -780,20 +780,27 @@ impl BucketFs {
         });
     }
 
-    /// The cached listing after file `key` was uploaded as `base`.
-    pub(super) fn file_listed(&self, key: &str, base: &BaseObject) {
+    /// The entry a listing would show for object `key`, just written
+    /// with `size` bytes and `etag`: a file with the mount's defaults
+    /// (listings carry no metadata; a lookup HEADs it).
+    fn listed_object(&self, key: &str, size: u64, etag: &str) -> DirEntry {
         let object = ListEntry {
             key: key.to_string(),
-            size: base.size,
-            etag: base.etag.clone(),
+            size,
+            etag: etag.to_string(),
             last_modified: Some(SystemTime::now()),
         };
-        let (dir, name) = key.split_at(parent_prefix(key).len());
-        let entry = DirEntry {
-            name: name.to_string(),
+        DirEntry {
+            name: key[parent_prefix(key).len()..].to_string(),
             key: key.to_string(),
             attr: file_attr_from_listing(&object, &self.config.defaults),
-        };
+        }
+    }
+
+    /// The cached listing after file `key` was uploaded as `base`.
+    pub(super) fn file_listed(&self, key: &str, base: &BaseObject) {
+        let (dir, name) = key.split_at(parent_prefix(key).len());
+        let entry = self.listed_object(key, base.size, &base.etag);
         self.listings.lock().update(dir, |listing| {
             // A directory of the same name hides the file, as listed.
             if listing
@@ -913,21 +920,14 @@ impl BucketFs {
             etag: Some(put.etag),
         };
         // As a listing would show it: a directory with the defaults, a
-        // symlink as a file (listings carry no metadata; lookups HEAD it).
-        let listed = match new.kind {
-            EntryKind::Directory => implicit_dir_attr(&self.config.defaults),
-            _ => EntryAttr {
-                kind: EntryKind::File,
-                perm: self.config.defaults.file_mode & 0o7777,
-                uid: self.config.defaults.uid,
-                gid: self.config.defaults.gid,
-                ..attr.clone()
+        // symlink as a file.
+        let entry = match new.kind {
+            EntryKind::Directory => DirEntry {
+                name: name.to_string(),
+                key: key.clone(),
+                attr: implicit_dir_attr(&self.config.defaults),
             },
-        };
-        let entry = DirEntry {
-            name: name.to_string(),
-            key: key.clone(),
-            attr: listed,
+            _ => self.listed_object(&key, size, attr.etag.as_deref().unwrap_or_default()),
         };
         self.name_added(&dir.key, &key, Some(entry));
         if new.kind == EntryKind::Directory {
