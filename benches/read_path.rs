@@ -39,8 +39,9 @@
 
 mod common;
 
+use common::{MountedDaemon, Scratch, median, ms, object_bytes, own_cpu, process_cpu};
+
 use bucketfs::emulator::{self, EmulatorConfig, RunningEmulator, handler::BucketSpec};
-use bucketfs::mount::mountpoint::is_mount_point;
 use bucketfs::store::credentials::Credentials;
 use bucketfs::store::http::{HttpStore, HttpStoreConfig};
 use bucketfs::store::memory::ObjectRecord;
@@ -48,8 +49,8 @@ use bucketfs::store::retry::RetryPolicy;
 use bucketfs::store::*;
 use bytes::Bytes;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -67,36 +68,6 @@ const READ_CALL: usize = 1 << 20;
 const PAGE: usize = 4096;
 /// The first read of the time-to-first-byte figure.
 const FIRST_READ: usize = 4096;
-/// How long a mount may take to appear or go away.
-const MOUNT_DEADLINE: Duration = Duration::from_secs(30);
-/// Prefixes of the environment variables that carry credentials of any
-/// provider: none of the bench's caller's may reach the mount.
-const CREDENTIAL_ENV_PREFIXES: &[&str] = &[
-    "AWS_",
-    "OSS_",
-    "ALIBABA_CLOUD_",
-    "OBS_",
-    "HUAWEICLOUD_",
-    "COS_",
-    "TENCENTCLOUD_",
-];
-
-/// `size` bytes in which every 8-byte word differs (splitmix64 of its
-/// index), so a misplaced block cannot compare equal.
-fn object_bytes(size: u64) -> Bytes {
-    let mut data = vec![0u8; size as usize];
-    for (i, word) in data.chunks_mut(8).enumerate() {
-        let mut z = (i as u64)
-            .wrapping_add(1)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        word.copy_from_slice(&z.to_le_bytes()[..word.len()]);
-    }
-    Bytes::from(data)
-}
-
 fn import(emu: &RunningEmulator, key: &str, body: Bytes, etag: String) {
     emu.emulator.stores()[BUCKET].import_object(
         key,
@@ -162,158 +133,33 @@ async fn download(store: Arc<HttpStore>, key: &str, size: u64) -> Duration {
     started.elapsed()
 }
 
-/// A scratch directory under the system temp dir, removed when dropped
-/// (after making sure nothing is mounted on `mnt`).
-struct Scratch {
-    dir: PathBuf,
-    mnt: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("bucketfs-read-path-{}-{nanos}", std::process::id()));
-        let mnt = dir.join("mnt");
-        std::fs::create_dir_all(&mnt).expect("create the mount point");
-        let mnt = mnt.canonicalize().expect("canonical mount point");
-        Scratch { dir, mnt }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if is_mount_point(&self.mnt) {
-            lazy_unmount(&self.mnt);
-        }
-        if is_mount_point(&self.mnt) {
-            eprintln!("{} is still mounted; left in place", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn lazy_unmount(mnt: &Path) {
-    let _ = Command::new("fusermount3")
-        .args(["-u", "-z"])
-        .arg(mnt)
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// A `bucketfs mount -f` child serving the emulator's bucket; unmounted
-/// (SIGTERM, then a lazy `fusermount3 -u -z` if needed) when dropped.
-struct Mount {
-    child: Option<Child>,
-    mnt: PathBuf,
-    log: PathBuf,
-}
+/// A `bucketfs mount -f` child serving the emulator's bucket on
+/// `scratch/mnt`, unmounted when dropped.
+struct Mount(MountedDaemon);
 
 impl Mount {
     /// Starts the daemon and waits until the mount point is mounted.
     fn start(scratch: &Scratch, endpoint: &str) -> Mount {
-        let log = scratch.dir.join("mount.log");
+        let mnt = scratch.subdir("mnt");
         let mut command = Command::new(env!("CARGO_BIN_EXE_bucketfs"));
         command
             .arg("mount")
             .arg(format!("s3://{BUCKET}"))
-            .arg(&scratch.mnt)
+            .arg(&mnt)
             .arg("-f")
             .arg("-o")
             .arg(format!("endpoint={endpoint}"));
         if let Ok(extra) = std::env::var("BENCH_MOUNT_OPTIONS") {
             command.arg("-o").arg(extra);
         }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("mount log"));
-        for (name, _) in std::env::vars_os() {
-            let name_str = name.to_string_lossy();
-            if CREDENTIAL_ENV_PREFIXES
-                .iter()
-                .any(|p| name_str.starts_with(p))
-            {
-                command.env_remove(&name);
-            }
-        }
-        command
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
-        let child = command.spawn().expect("start bucketfs mount");
-        let mut mount = Mount {
-            child: Some(child),
-            mnt: scratch.mnt.clone(),
-            log,
-        };
-        let deadline = Instant::now() + MOUNT_DEADLINE;
-        while !is_mount_point(&mount.mnt) {
-            if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
-                mount.child = None;
-                panic!(
-                    "bucketfs mount exited ({status}) before mounting; its log:\n{}",
-                    mount.log_text()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} not mounted after {MOUNT_DEADLINE:?}; log:\n{}",
-                    mount.mnt.display(),
-                    mount.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        mount
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERMs the daemon, waits for it, and checks the mount is gone.
-    fn unmount(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            let deadline = Instant::now() + MOUNT_DEADLINE;
-            loop {
-                match child.try_wait() {
-                    Ok(Some(status)) => {
-                        if !status.success() {
-                            eprintln!("bucketfs mount exited with {status}");
-                        }
-                        break;
-                    }
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    _ => {
-                        eprintln!("bucketfs mount ignored SIGTERM; killing it");
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
-        }
-        if is_mount_point(&self.mnt) {
-            eprintln!(
-                "{} still mounted after exit; lazy unmount",
-                self.mnt.display()
-            );
-            lazy_unmount(&self.mnt);
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        self.unmount();
+        let env = [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ];
+        Mount(
+            MountedDaemon::start(command, &mnt, &scratch.dir.join("mount.log"), &env)
+                .unwrap_or_else(|e| panic!("bucketfs mount: {e}")),
+        )
     }
 }
 
@@ -335,45 +181,6 @@ fn read_whole(path: &Path, buf: &mut [u8]) -> usize {
             return filled + file.read(&mut extra).expect("read on the mount");
         }
     }
-}
-
-/// CPU seconds (user + system) this process has used so far: the bench's
-/// reading thread and the emulator it hosts.
-fn own_cpu() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
-/// CPU seconds (user + system) process `pid` has used so far, from
-/// `/proc/PID/stat` (fields 14 and 15, in clock ticks).
-fn process_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name (field 2) may hold spaces: count from its ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// The emulator's request counters, by operation name.
@@ -406,10 +213,10 @@ fn requests(stats: &serde_json::Value, operation: &str) -> u64 {
 /// `data`; returns the time taken and the CPU seconds of the bench process
 /// (reader and emulator) and of the daemon meanwhile.
 fn timed_read(mount: &Mount, key: &str, buf: &mut [u8], data: &[u8]) -> (Duration, f64, f64) {
-    let daemon = mount.child.as_ref().map_or(0, Child::id);
+    let daemon = mount.0.pid();
     let (own_before, daemon_before) = (own_cpu(), process_cpu(daemon));
     let started = Instant::now();
-    let got = read_whole(&mount.mnt.join(key), buf);
+    let got = read_whole(&mount.0.mnt.join(key), buf);
     let took = started.elapsed();
     let (own, daemon) = (own_cpu() - own_before, process_cpu(daemon) - daemon_before);
     assert_eq!(got, data.len(), "bytes of {key} read through the mount");
@@ -429,7 +236,7 @@ fn main() {
     let gbps = |d: Duration| size as f64 / d.as_secs_f64() / 1e9;
 
     // Dropped last: by then every mount guard has unmounted.
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("read-path");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -520,7 +327,7 @@ fn main() {
         let mount = Mount::start(&scratch, &emu.url);
         let mut first = [0u8; FIRST_READ];
         let started = Instant::now();
-        let mut file = std::fs::File::open(scratch.mnt.join(key)).expect("open");
+        let mut file = std::fs::File::open(scratch.dir.join("mnt").join(key)).expect("open");
         let opened = started.elapsed();
         file.read_exact(&mut first).expect("first read");
         let took = started.elapsed();
@@ -556,7 +363,7 @@ fn main() {
     // 5. ls -l of many objects on a fresh mount.
     let mount = Mount::start(&scratch, &emu.url);
     runtime.block_on(reset_emulator_stats(&emu.url));
-    let many = scratch.mnt.join("many");
+    let many = scratch.dir.join("mnt").join("many");
     let started = Instant::now();
     let status = Command::new("ls")
         .arg("-l")

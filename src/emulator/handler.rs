@@ -415,6 +415,9 @@ impl Emulator {
                     format!("{prefix}next-append-position"),
                     resp.next_position.to_string(),
                 );
+                if let Some(etag) = &resp.etag {
+                    out = out.header("ETag", format!("\"{etag}\""));
+                }
                 if let (Some(h), Some(crc)) = (store.dialect().crc64_header, resp.crc64) {
                     out = out.header(h, crc.to_string());
                 }

@@ -30,7 +30,7 @@ use super::ObjectStore;
 use super::block_buffers::{BufferPool, FillingBlock};
 use super::counters::{RequestCount, RequestCounters};
 use super::credentials::Credentials;
-use super::dialect::{BucketProbe, CopySourceForm, Dialect, RenameForm};
+use super::dialect::{BucketProbe, CopySourceForm, Dialect, Provider, RenameForm};
 use super::encode;
 use super::error::{ServiceDetails, StoreError, StoreResult, require};
 use super::retry::{RetryPolicy, is_retryable};
@@ -1132,8 +1132,19 @@ impl ObjectStore for HttpStore {
                         .response_header(&reply, "next-append-position")
                         .and_then(|v| v.trim().parse().ok())
                         .unwrap_or(req.position + req.body.len() as u64);
+                    // OSS documents the ETag of the object after the
+                    // append in this answer (8.1.4 "AppendObject",
+                    // examples); OBS and COS do not, so there a HEAD
+                    // learns it rather than trusting a header of
+                    // unknown meaning.
+                    let etag = reply
+                        .header("etag")
+                        .filter(|_| self.dialect.provider == Provider::Oss)
+                        .map(xml::unquote_etag)
+                        .filter(|e| !e.is_empty());
                     return Ok(AppendResponse {
                         next_position,
+                        etag,
                         crc64: self.crc64(&reply),
                     });
                 }
@@ -1145,6 +1156,7 @@ impl ObjectStore for HttpStore {
             if let Some(next_position) = self.append_outcome(req).await? {
                 return Ok(AppendResponse {
                     next_position,
+                    etag: None,
                     crc64: None,
                 });
             }

@@ -660,6 +660,7 @@ impl ObjectStore for MemoryStore {
             let obj = StoredObject::new(req.body.clone(), &req.attributes, ObjectType::Appendable);
             let response = AppendResponse {
                 next_position: obj.size(),
+                etag: Some(obj.etag.clone()),
                 crc64: self.crc64(&obj.body),
             };
             st.insert_object(req.key.clone(), obj);
@@ -682,6 +683,7 @@ impl ObjectStore for MemoryStore {
         obj.set_body(body.freeze());
         Ok(AppendResponse {
             next_position: obj.size(),
+            etag: Some(obj.etag.clone()),
             crc64: self.crc64(&obj.body),
         })
     }

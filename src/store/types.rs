@@ -168,6 +168,10 @@ pub struct AppendRequest {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppendResponse {
     pub next_position: u64,
+    /// The object's ETag after the append, where the server returns one
+    /// (OSS does, 8.1.4 "AppendObject", response examples): then no HEAD
+    /// is needed to learn it.
+    pub etag: Option<String>,
     /// CRC64 of the whole object after the append, where returned.
     pub crc64: Option<u64>,
 }

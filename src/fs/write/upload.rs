@@ -144,10 +144,14 @@ impl Uploader {
                     appendable: false,
                 })
             }
-            Plan::Append(range) => {
-                self.append(file, snap, range, attributes).await?;
-                self.head(&snap.key, size).await
-            }
+            Plan::Append(range) => match self.append(file, snap, range, attributes).await? {
+                Some(etag) => Ok(BaseObject {
+                    etag,
+                    size,
+                    appendable: true,
+                }),
+                None => self.head(&snap.key, size).await,
+            },
             Plan::Multipart(parts) => self.multipart(file, snap, parts, attributes).await,
             Plan::Modify { truncate, writes } => {
                 if let Some(length) = truncate {
@@ -366,15 +370,17 @@ impl Uploader {
     }
 
     /// AppendObject of `range` in pieces of at most `part_size`, each at
-    /// the position the previous one ended.
+    /// the position the previous one ended; returns the ETag the last
+    /// answer gave, if the server gives one.
     async fn append(
         &self,
         file: &Arc<DirtyFile>,
         snap: &Snapshot,
         range: Range<u64>,
         attributes: ObjectAttributes,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<String>> {
         let mut position = range.start;
+        let mut etag = None;
         for piece in pieces(range, self.limits.part_size) {
             let _permit = self.permit().await;
             let body = self.content(file, snap, piece.clone()).await?;
@@ -392,6 +398,7 @@ impl Uploader {
                 })
                 .await?;
             position = done.next_position;
+            etag = done.etag;
             if position != piece.end {
                 return Err(StoreError::IncompleteBody(format!(
                     "append of {:?} ended at {position}, not {}",
@@ -399,7 +406,7 @@ impl Uploader {
                 )));
             }
         }
-        Ok(())
+        Ok(etag)
     }
 
     /// A multipart upload of `parts` (subtle case 3).

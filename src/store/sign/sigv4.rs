@@ -61,6 +61,27 @@ fn scope_date(stamp: &str) -> &str {
 }
 
 pub(super) fn s3_authorization(req: &RequestParts, creds: &Credentials, region: &str) -> String {
+    s3_authorization_of(req, creds, region, false)
+}
+
+/// The SigV4 `Authorization` of `req` signing every header it holds,
+/// those a signer leaves out by default (`content-length`, ...) included:
+/// for checking a client that lists what it signed, since some do sign
+/// them (rclone's Go SDK signs `content-length`).
+pub(super) fn s3_authorization_exact(
+    req: &RequestParts,
+    creds: &Credentials,
+    region: &str,
+) -> String {
+    s3_authorization_of(req, creds, region, true)
+}
+
+fn s3_authorization_of(
+    req: &RequestParts,
+    creds: &Credentials,
+    region: &str,
+    every_header: bool,
+) -> String {
     let amz_date = req.header("x-amz-date").unwrap_or_default();
     let payload = req
         .header("x-amz-content-sha256")
@@ -69,7 +90,7 @@ pub(super) fn s3_authorization(req: &RequestParts, creds: &Credentials, region: 
         .headers
         .iter()
         .map(|(n, v)| (n.to_ascii_lowercase(), collapse_whitespace(v)))
-        .filter(|(n, _)| !SIGV4_UNSIGNED.contains(&n.as_str()))
+        .filter(|(n, _)| every_header || !SIGV4_UNSIGNED.contains(&n.as_str()))
         .collect();
     headers.sort();
     // Repeated headers are joined with commas under one name.

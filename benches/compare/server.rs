@@ -1,0 +1,341 @@
+//! The object store every filesystem of one comparison run mounts: the
+//! built-in emulator (in this process, with request counters) or a Garage
+//! started by `tests/garage/run.sh` (no counters).
+//!
+//! The bench seeds objects and checks that work has reached the server
+//! through a *back door* that is not counted: the emulator's bucket
+//! itself, or for Garage a client of its own. The direct-client baseline
+//! goes through [`Server::client`], over HTTP like any filesystem.
+
+use bucketfs::emulator::{self, EmulatorConfig, RunningEmulator, handler::BucketSpec};
+use bucketfs::store::credentials::Credentials;
+use bucketfs::store::http::{HttpStore, HttpStoreConfig};
+use bucketfs::store::memory::ObjectRecord;
+use bucketfs::store::retry::RetryPolicy;
+use bucketfs::store::*;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::runtime::Handle;
+
+const EMULATOR_KEY_ID: &str = "bench-ak";
+const EMULATOR_SECRET: &str = "bench-sk";
+/// Objects seeded at once through the back door of a remote server.
+const SEED_PARALLEL: usize = 16;
+/// Part size of the seeding and of the direct client's multipart uploads.
+pub const PART: u64 = 8 << 20;
+
+/// Requests and bytes of one operation, as the emulator counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpCount {
+    pub requests: u64,
+    /// Request bodies (what a client uploads).
+    pub bytes_in: u64,
+    /// Response bodies (what a client downloads).
+    pub bytes_out: u64,
+}
+
+pub type Counters = BTreeMap<String, OpCount>;
+
+enum Backend {
+    Emulator(RunningEmulator),
+    Remote(Arc<HttpStore>),
+}
+
+pub struct Server {
+    /// `emulator`, `emulator-oss` or `garage`: the section of the report.
+    pub name: String,
+    pub provider: Provider,
+    pub url: String,
+    pub bucket: String,
+    pub region: String,
+    pub key_id: String,
+    pub secret: String,
+    backend: Backend,
+    /// The direct client (the baseline), counted like any filesystem.
+    pub client: Arc<HttpStore>,
+    pub runtime: Handle,
+}
+
+impl Server {
+    /// An emulator speaking `provider`'s dialect on a free port of
+    /// 127.0.0.1, served by `runtime`.
+    pub fn emulator(runtime: &Handle, provider: Provider) -> Server {
+        let bucket = match provider {
+            Provider::Cos => "bench-1250000000",
+            _ => "bench",
+        };
+        let emu = runtime
+            .block_on(emulator::start(EmulatorConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                provider,
+                buckets: vec![BucketSpec::parse(bucket).unwrap()],
+                credentials: Credentials::new(EMULATOR_KEY_ID, EMULATOR_SECRET),
+                faults: Vec::new(),
+                seed: 0,
+                data_dir: None,
+            }))
+            .expect("start the emulator");
+        let name = match provider {
+            Provider::S3 => "emulator".to_string(),
+            other => format!("emulator-{}", other.name()),
+        };
+        let url = emu.url.clone();
+        Server::new(
+            name,
+            provider,
+            url,
+            bucket,
+            "us-east-1",
+            EMULATOR_KEY_ID,
+            EMULATOR_SECRET,
+            runtime,
+            |_| Backend::Emulator(emu),
+        )
+    }
+
+    /// The Garage `tests/garage/run.sh` started, from the environment it
+    /// sets; `None` when the bench runs without it.
+    pub fn garage(runtime: &Handle) -> Option<Server> {
+        if std::env::var("BUCKETFS_TEST_BACKEND").ok()? != "garage" {
+            return None;
+        }
+        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} unset"));
+        Some(Server::new(
+            "garage".into(),
+            Provider::S3,
+            var("BUCKETFS_GARAGE_ENDPOINT"),
+            &var("BUCKETFS_GARAGE_BUCKET"),
+            &var("BUCKETFS_GARAGE_REGION"),
+            &var("BUCKETFS_GARAGE_KEY_ID"),
+            &var("BUCKETFS_GARAGE_SECRET"),
+            runtime,
+            |client| Backend::Remote(client.clone()),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: String,
+        provider: Provider,
+        url: String,
+        bucket: &str,
+        region: &str,
+        key_id: &str,
+        secret: &str,
+        runtime: &Handle,
+        backend: impl FnOnce(&Arc<HttpStore>) -> Backend,
+    ) -> Server {
+        let mut config = HttpStoreConfig::new(
+            &url,
+            bucket,
+            Dialect::new(provider),
+            Credentials::new(key_id, secret),
+        );
+        config.path_style = true;
+        config.region = region.into();
+        config.retry = RetryPolicy::none();
+        let client = Arc::new(HttpStore::new(config).expect("HttpStore"));
+        Server {
+            name,
+            provider,
+            url,
+            bucket: bucket.into(),
+            region: region.into(),
+            key_id: key_id.into(),
+            secret: secret.into(),
+            backend: backend(&client),
+            client,
+            runtime: runtime.clone(),
+        }
+    }
+
+    /// A new direct client (its own connection pool), as a freshly
+    /// started process would have.
+    pub fn fresh_client(&self) -> Arc<HttpStore> {
+        let mut config = HttpStoreConfig::new(
+            &self.url,
+            &self.bucket,
+            Dialect::new(self.provider),
+            Credentials::new(&self.key_id, &self.secret),
+        );
+        config.path_style = true;
+        config.region = self.region.clone();
+        config.retry = RetryPolicy::none();
+        Arc::new(HttpStore::new(config).expect("HttpStore"))
+    }
+
+    fn backdoor(&self) -> &dyn ObjectStore {
+        match &self.backend {
+            Backend::Emulator(emu) => &emu.emulator.stores()[&self.bucket],
+            Backend::Remote(store) => &**store,
+        }
+    }
+
+    /// The emulator's counters; `None` on a server without them.
+    pub fn counters(&self) -> Option<Counters> {
+        let Backend::Emulator(emu) = &self.backend else {
+            return None;
+        };
+        Some(
+            emu.emulator
+                .stats
+                .snapshot()
+                .into_iter()
+                .map(|(op, c)| {
+                    let count = OpCount {
+                        requests: c.requests,
+                        bytes_in: c.bytes_in,
+                        bytes_out: c.bytes_out,
+                    };
+                    (op.to_string(), count)
+                })
+                .collect(),
+        )
+    }
+
+    pub fn reset_counters(&self) {
+        if let Backend::Emulator(emu) = &self.backend {
+            emu.emulator.stats.reset();
+        }
+    }
+
+    /// Stores `body` at each of `keys` (the emulator shares the one
+    /// buffer; a remote server gets them `SEED_PARALLEL` at a time).
+    pub fn seed(&self, keys: &[String], body: &Bytes) {
+        match &self.backend {
+            Backend::Emulator(emu) => {
+                let store = &emu.emulator.stores()[&self.bucket];
+                let etag = hex::encode(md5::Md5::digest(body));
+                for key in keys {
+                    store.import_object(
+                        key,
+                        ObjectRecord {
+                            body: body.clone(),
+                            etag: etag.clone(),
+                            last_modified: SystemTime::now(),
+                            content_type: None,
+                            metadata: Metadata::new(),
+                            object_type: ObjectType::Normal,
+                            symlink_target: None,
+                        },
+                    );
+                }
+            }
+            Backend::Remote(store) => self.runtime.block_on(async {
+                let mut pending = keys.iter();
+                let mut in_flight = tokio::task::JoinSet::new();
+                loop {
+                    while in_flight.len() < SEED_PARALLEL {
+                        let Some(key) = pending.next() else { break };
+                        let (store, key, body) = (store.clone(), key.clone(), body.clone());
+                        in_flight.spawn(async move { put(&*store, &key, body).await });
+                    }
+                    match in_flight.join_next().await {
+                        Some(done) => done.expect("seeding task"),
+                        None => break,
+                    }
+                }
+            }),
+        }
+    }
+
+    /// The size of `key` on the server, if it exists.
+    pub fn size_of(&self, key: &str) -> Option<u64> {
+        self.runtime
+            .block_on(self.backdoor().head_object(key))
+            .ok()
+            .map(|meta| meta.size)
+    }
+
+    /// The objects under `prefix` that are files (directory markers, keys
+    /// ending in `/`, left out).
+    pub fn files_under(&self, prefix: &str) -> Vec<ListEntry> {
+        let mut files = Vec::new();
+        let mut request = ListRequest {
+            prefix: prefix.into(),
+            ..Default::default()
+        };
+        loop {
+            let page = self
+                .runtime
+                .block_on(self.backdoor().list_objects(&request))
+                .unwrap_or_else(|e| panic!("listing {prefix} through the back door: {e}"));
+            files.extend(page.objects.into_iter().filter(|o| !o.key.ends_with('/')));
+            match page.next {
+                Some(next) => request.continuation = Some(next),
+                None => return files,
+            }
+        }
+    }
+
+    /// Removes every object under `prefix`.
+    pub fn delete_under(&self, prefix: &str) {
+        let mut request = ListRequest {
+            prefix: prefix.into(),
+            ..Default::default()
+        };
+        loop {
+            let page = self
+                .runtime
+                .block_on(self.backdoor().list_objects(&request))
+                .unwrap_or_else(|e| panic!("listing {prefix} through the back door: {e}"));
+            let keys: Vec<String> = page.objects.into_iter().map(|o| o.key).collect();
+            if !keys.is_empty() {
+                self.runtime
+                    .block_on(self.backdoor().delete_objects(&keys))
+                    .unwrap_or_else(|e| panic!("deleting under {prefix}: {e}"));
+            }
+            match page.next {
+                // Deleted keys are gone: list from the start again.
+                Some(_) => request.continuation = None,
+                None => return,
+            }
+        }
+    }
+}
+
+/// PutObject, or a multipart upload of `PART`-sized parts for a body
+/// larger than one part.
+pub async fn put(store: &dyn ObjectStore, key: &str, body: Bytes) {
+    if body.len() as u64 <= PART {
+        store
+            .put_object(&PutRequest {
+                key: key.into(),
+                body,
+                attributes: ObjectAttributes::default(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
+        return;
+    }
+    let upload_id = store
+        .create_multipart_upload(key, &ObjectAttributes::default())
+        .await
+        .unwrap_or_else(|e| panic!("CreateMultipartUpload {key}: {e}"));
+    let mut parts = Vec::new();
+    for (i, start) in (0..body.len()).step_by(PART as usize).enumerate() {
+        let end = (start + PART as usize).min(body.len());
+        let part = store
+            .upload_part(&UploadPartRequest {
+                key: key.into(),
+                upload_id: upload_id.clone(),
+                part_number: i as u32 + 1,
+                body: body.slice(start..end),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("UploadPart {key}: {e}"));
+        parts.push(part);
+    }
+    store
+        .complete_multipart_upload(&CompleteMultipartRequest {
+            key: key.into(),
+            upload_id,
+            parts,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CompleteMultipartUpload {key}: {e}"));
+}
+
+use md5::Digest as _;
