@@ -39,7 +39,7 @@
 
 mod common;
 
-use common::{MountedDaemon, Scratch, median, ms, object_bytes, own_cpu, process_cpu};
+use common::{MountedDaemon, Scratch, median, ms, object_bytes, own_cpu, process_cpu, ranged_get};
 
 use bucketfs::emulator::{self, EmulatorConfig, RunningEmulator, handler::BucketSpec};
 use bucketfs::store::credentials::Credentials;
@@ -96,19 +96,6 @@ fn client(url: &str) -> Arc<HttpStore> {
     Arc::new(HttpStore::new(config).expect("HttpStore"))
 }
 
-async fn ranged_get(store: &HttpStore, key: &str, range: std::ops::Range<u64>) -> Bytes {
-    let got = store
-        .get_object(&GetRequest {
-            key: key.into(),
-            range: Some(range.clone()),
-            if_match: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("GET {key} {range:?}: {e}"));
-    assert_eq!(got.body.len() as u64, range.end - range.start);
-    got.body
-}
-
 /// Downloads `key` (`size` bytes) as `PART`-sized ranged GETs, keeping
 /// `PARALLEL` in flight (a new one starts as soon as one ends).
 async fn download(store: Arc<HttpStore>, key: &str, size: u64) -> Duration {
@@ -121,7 +108,7 @@ async fn download(store: Arc<HttpStore>, key: &str, size: u64) -> Duration {
         while in_flight.len() < PARALLEL {
             let Some(range) = ranges.next() else { break };
             let (store, key) = (store.clone(), key.to_string());
-            in_flight.spawn(async move { ranged_get(&store, &key, range).await.len() });
+            in_flight.spawn(async move { ranged_get(&*store, &key, range).await.len() });
         }
         match in_flight.join_next().await {
             Some(done) => {
@@ -346,10 +333,10 @@ fn main() {
     runtime.block_on(async {
         // One GET first, so the samples reuse a connection as the mount's
         // GETs do (its bucket probe opened one).
-        ranged_get(&store, &big_keys[0], 0..FIRST_READ as u64).await;
+        ranged_get(&*store, &big_keys[0], 0..FIRST_READ as u64).await;
         for key in &ttfb_keys {
             let started = Instant::now();
-            ranged_get(&store, key, 0..FIRST_READ as u64).await;
+            ranged_get(&*store, key, 0..FIRST_READ as u64).await;
             direct_firsts.push(started.elapsed());
         }
     });

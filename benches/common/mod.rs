@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 use bucketfs::mount::mountpoint::is_mount_point;
+use bucketfs::store::{GetRequest, ObjectStore};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -264,6 +265,31 @@ pub fn process_cpu(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// A ranged GET of `key`, checked to return the whole range.
+pub async fn ranged_get(store: &dyn ObjectStore, key: &str, range: std::ops::Range<u64>) -> Bytes {
+    let got = store
+        .get_object(&GetRequest {
+            key: key.into(),
+            range: Some(range.clone()),
+            if_match: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("GET {key} {range:?}: {e}"));
+    assert_eq!(
+        got.body.len() as u64,
+        range.end - range.start,
+        "GET {key} {range:?}"
+    );
+    got.body
 }
 
 pub fn median(mut samples: Vec<Duration>) -> Duration {

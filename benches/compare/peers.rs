@@ -3,8 +3,9 @@
 //! the server's credentials (and no other) in its environment, a staging
 //! or cache directory of its own, and otherwise its defaults.
 
-use super::common::{MountedDaemon, Scratch};
+use super::common::{MountedDaemon, Scratch, on_path};
 use super::server::Server;
+use bucketfs::mount::credentials::env_var_names;
 use bucketfs::store::Provider;
 use std::process::Command;
 
@@ -39,10 +40,7 @@ impl Fs {
                 server.provider.name()
             ));
         }
-        let found = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-            .unwrap_or(false);
-        (!found).then(|| {
+        (!on_path(program)).then(|| {
             format!("{program} not found: install it with `apt-get install {package}` (Debian, Ubuntu) to compare with it")
         })
     }
@@ -80,7 +78,7 @@ impl Fs {
                     if let Ok(extra) = std::env::var("BENCH_MOUNT_OPTIONS") {
                         command.arg("-o").arg(extra);
                     }
-                    let (id_var, secret_var) = credential_vars(server.provider);
+                    let (id_var, secret_var) = env_var_names(server.provider);
                     env.extend([(id_var, id), (secret_var, secret)]);
                     command
                 }
@@ -127,16 +125,6 @@ impl Fs {
         // The credentials go by environment or a 0600 file, never on the
         // command line (`ps` shows it).
         MountedDaemon::start(command, &mnt, &log, &env)
-    }
-}
-
-/// The variables bucketfs reads `provider`'s key ID and secret from.
-fn credential_vars(provider: Provider) -> (&'static str, &'static str) {
-    match provider {
-        Provider::S3 => ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-        Provider::Oss => ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET"),
-        Provider::Obs => ("OBS_ACCESS_KEY_ID", "OBS_SECRET_ACCESS_KEY"),
-        Provider::Cos => ("COS_SECRET_ID", "COS_SECRET_KEY"),
     }
 }
 

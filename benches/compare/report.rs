@@ -312,16 +312,15 @@ fn checks(server: &str, table: &Table) -> Vec<Check> {
             continue;
         };
         let direct = cells.get("direct").filter(|c| c.runs > 0);
+        let against = |d: &Cell| {
+            let ratio = ours.value / d.value;
+            format!("{} vs {} ({ratio:.2}x)", figure(ours), figure(d))
+        };
         match (id.as_str(), direct) {
             ("seq_read" | "seq_write", Some(d)) => check(
                 format!("{id}: >= 0.9x the direct client"),
                 ours.value >= 0.9 * d.value,
-                format!(
-                    "{} vs {} ({:.2}x)",
-                    figure(ours),
-                    figure(d),
-                    ours.value / d.value
-                ),
+                against(d),
                 false,
             ),
             ("ttfb", Some(d)) => check(
@@ -333,12 +332,7 @@ fn checks(server: &str, table: &Table) -> Vec<Check> {
             ("create_1" | "create_8", Some(d)) => check(
                 format!("{id}: <= 1.2x the direct client's time"),
                 ours.value <= 1.2 * d.value,
-                format!(
-                    "{} vs {} ({:.2}x)",
-                    figure(ours),
-                    figure(d),
-                    ours.value / d.value
-                ),
+                against(d),
                 false,
             ),
             _ => {}

@@ -25,6 +25,9 @@ const EMULATOR_SECRET: &str = "bench-sk";
 const SEED_PARALLEL: usize = 16;
 /// Part size of the seeding and of the direct client's multipart uploads.
 pub const PART: u64 = 8 << 20;
+/// Requests in flight of a multipart upload here, and of the direct
+/// client's download: 64 MiB, bucketfs's default `readahead_max`.
+pub const PARALLEL: usize = 8;
 
 /// Requests and bytes of one operation, as the emulator counts them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,16 +130,7 @@ impl Server {
         runtime: &Handle,
         backend: impl FnOnce(&Arc<HttpStore>) -> Backend,
     ) -> Server {
-        let mut config = HttpStoreConfig::new(
-            &url,
-            bucket,
-            Dialect::new(provider),
-            Credentials::new(key_id, secret),
-        );
-        config.path_style = true;
-        config.region = region.into();
-        config.retry = RetryPolicy::none();
-        let client = Arc::new(HttpStore::new(config).expect("HttpStore"));
+        let client = http_client(&url, bucket, provider, key_id, secret, region);
         Server {
             name,
             provider,
@@ -154,16 +148,14 @@ impl Server {
     /// A new direct client (its own connection pool), as a freshly
     /// started process would have.
     pub fn fresh_client(&self) -> Arc<HttpStore> {
-        let mut config = HttpStoreConfig::new(
+        http_client(
             &self.url,
             &self.bucket,
-            Dialect::new(self.provider),
-            Credentials::new(&self.key_id, &self.secret),
-        );
-        config.path_style = true;
-        config.region = self.region.clone();
-        config.retry = RetryPolicy::none();
-        Arc::new(HttpStore::new(config).expect("HttpStore"))
+            self.provider,
+            &self.key_id,
+            &self.secret,
+            &self.region,
+        )
     }
 
     fn backdoor(&self) -> &dyn ObjectStore {
@@ -230,7 +222,7 @@ impl Server {
                     while in_flight.len() < SEED_PARALLEL {
                         let Some(key) = pending.next() else { break };
                         let (store, key, body) = (store.clone(), key.clone(), body.clone());
-                        in_flight.spawn(async move { put(&*store, &key, body).await });
+                        in_flight.spawn(async move { put(store, &key, body).await });
                     }
                     match in_flight.join_next().await {
                         Some(done) => done.expect("seeding task"),
@@ -249,10 +241,9 @@ impl Server {
             .map(|meta| meta.size)
     }
 
-    /// The objects under `prefix` that are files (directory markers, keys
-    /// ending in `/`, left out).
-    pub fn files_under(&self, prefix: &str) -> Vec<ListEntry> {
-        let mut files = Vec::new();
+    /// Every object under `prefix`, markers included.
+    fn objects_under(&self, prefix: &str) -> Vec<ListEntry> {
+        let mut objects = Vec::new();
         let mut request = ListRequest {
             prefix: prefix.into(),
             ..Default::default()
@@ -262,72 +253,104 @@ impl Server {
                 .runtime
                 .block_on(self.backdoor().list_objects(&request))
                 .unwrap_or_else(|e| panic!("listing {prefix} through the back door: {e}"));
-            files.extend(page.objects.into_iter().filter(|o| !o.key.ends_with('/')));
+            objects.extend(page.objects);
             match page.next {
                 Some(next) => request.continuation = Some(next),
-                None => return files,
+                None => return objects,
             }
         }
     }
 
-    /// Removes every object under `prefix`.
+    /// The objects under `prefix` that are files (directory markers, keys
+    /// ending in `/`, left out).
+    pub fn files_under(&self, prefix: &str) -> Vec<ListEntry> {
+        let mut files = self.objects_under(prefix);
+        files.retain(|o| !o.key.ends_with('/'));
+        files
+    }
+
+    /// Removes every object under `prefix`, up to 1,000 keys a request.
     pub fn delete_under(&self, prefix: &str) {
-        let mut request = ListRequest {
-            prefix: prefix.into(),
-            ..Default::default()
-        };
-        loop {
-            let page = self
-                .runtime
-                .block_on(self.backdoor().list_objects(&request))
-                .unwrap_or_else(|e| panic!("listing {prefix} through the back door: {e}"));
-            let keys: Vec<String> = page.objects.into_iter().map(|o| o.key).collect();
-            if !keys.is_empty() {
-                self.runtime
-                    .block_on(self.backdoor().delete_objects(&keys))
-                    .unwrap_or_else(|e| panic!("deleting under {prefix}: {e}"));
-            }
-            match page.next {
-                // Deleted keys are gone: list from the start again.
-                Some(_) => request.continuation = None,
-                None => return,
-            }
+        let keys: Vec<String> = self
+            .objects_under(prefix)
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        for batch in keys.chunks(1000) {
+            self.runtime
+                .block_on(self.backdoor().delete_objects(batch))
+                .unwrap_or_else(|e| panic!("deleting under {prefix}: {e}"));
         }
     }
 }
 
-/// PutObject, or a multipart upload of `PART`-sized parts for a body
-/// larger than one part.
-pub async fn put(store: &dyn ObjectStore, key: &str, body: Bytes) {
-    if body.len() as u64 <= PART {
-        store
-            .put_object(&PutRequest {
-                key: key.into(),
-                body,
-                attributes: ObjectAttributes::default(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
-        return;
+/// A path-style client of the server that does not retry (a failure is
+/// a finding, not something to ride out).
+fn http_client(
+    url: &str,
+    bucket: &str,
+    provider: Provider,
+    key_id: &str,
+    secret: &str,
+    region: &str,
+) -> Arc<HttpStore> {
+    let mut config = HttpStoreConfig::new(
+        url,
+        bucket,
+        Dialect::new(provider),
+        Credentials::new(key_id, secret),
+    );
+    config.path_style = true;
+    config.region = region.into();
+    config.retry = RetryPolicy::none();
+    Arc::new(HttpStore::new(config).expect("HttpStore"))
+}
+
+/// PutObject, or a multipart upload for a body larger than one part.
+pub async fn put(store: Arc<HttpStore>, key: &str, body: Bytes) {
+    if body.len() as u64 > PART {
+        return multipart_upload(store, key, body).await;
     }
+    store
+        .put_object(&PutRequest {
+            key: key.into(),
+            body,
+            attributes: ObjectAttributes::default(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
+}
+
+/// Uploads `data` to `key` as a multipart upload of `PART`-sized parts,
+/// `PARALLEL` in flight.
+pub async fn multipart_upload(store: Arc<impl ObjectStore + 'static>, key: &str, data: Bytes) {
     let upload_id = store
         .create_multipart_upload(key, &ObjectAttributes::default())
         .await
-        .unwrap_or_else(|e| panic!("CreateMultipartUpload {key}: {e}"));
+        .expect("CreateMultipartUpload");
+    let mut starts = (0..data.len()).step_by(PART as usize).enumerate();
+    let mut in_flight = tokio::task::JoinSet::new();
     let mut parts = Vec::new();
-    for (i, start) in (0..body.len()).step_by(PART as usize).enumerate() {
-        let end = (start + PART as usize).min(body.len());
-        let part = store
-            .upload_part(&UploadPartRequest {
+    loop {
+        while in_flight.len() < PARALLEL {
+            let Some((i, start)) = starts.next() else {
+                break;
+            };
+            let request = UploadPartRequest {
                 key: key.into(),
                 upload_id: upload_id.clone(),
                 part_number: i as u32 + 1,
-                body: body.slice(start..end),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("UploadPart {key}: {e}"));
-        parts.push(part);
+                body: data.slice(start..(start + PART as usize).min(data.len())),
+            };
+            let store = store.clone();
+            in_flight.spawn(async move { store.upload_part(&request).await.expect("UploadPart") });
+        }
+        match in_flight.join_next().await {
+            Some(done) => parts.push(done.expect("UploadPart task")),
+            None => break,
+        }
     }
+    parts.sort_by_key(|p| p.part_number);
     store
         .complete_multipart_upload(&CompleteMultipartRequest {
             key: key.into(),
@@ -335,7 +358,7 @@ pub async fn put(store: &dyn ObjectStore, key: &str, body: Bytes) {
             parts,
         })
         .await
-        .unwrap_or_else(|e| panic!("CompleteMultipartUpload {key}: {e}"));
+        .expect("CompleteMultipartUpload");
 }
 
 use md5::Digest as _;

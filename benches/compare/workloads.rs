@@ -9,9 +9,9 @@
 //! failure, not a figure. Each has a deadline: past it the daemon is
 //! killed, which fails whatever still waits on the mount.
 
-use super::common::{MountedDaemon, Scratch, object_bytes, process_cpu};
+use super::common::{MountedDaemon, Scratch, object_bytes, on_path, process_cpu, ranged_get};
 use super::peers::Fs;
-use super::server::{Counters, PART, Server};
+use super::server::{Counters, PARALLEL, PART, Server, multipart_upload};
 use bucketfs::store::*;
 use bytes::Bytes;
 use md5::Digest as _;
@@ -27,9 +27,6 @@ use std::time::{Duration, Instant};
 const IO_CALL: usize = 1 << 20;
 /// Size of the small files, of each append and of each random read.
 const SMALL: usize = 4096;
-/// Direct-client requests in flight for the sequential baselines: 64 MiB,
-/// bucketfs's default `readahead_max`.
-const PARALLEL: usize = 8;
 /// Pause between two checks of whether work has reached the server.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -656,9 +653,11 @@ impl<'a> Bench<'a> {
         let value = match w.id {
             "seq_write" => {
                 let key = format!("seqw-{tag}");
-                server
-                    .runtime
-                    .block_on(upload(server.client.clone(), &key, self.data.clone()));
+                server.runtime.block_on(multipart_upload(
+                    server.client.clone(),
+                    &key,
+                    self.data.clone(),
+                ));
                 let took = started.elapsed().as_secs_f64();
                 server.delete_under(&key);
                 mib / took
@@ -739,12 +738,6 @@ fn with_log(error: String, mount: &MountedDaemon) -> String {
     let tail: Vec<&str> = log.lines().rev().take(10).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
     format!("{error}; the daemon's last log lines:\n{}", tail.join("\n"))
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
 }
 
 /// Drops clean pages from the page cache; false when not allowed.
@@ -834,23 +827,6 @@ fn create_files(dir: &Path, count: usize, writers: usize, body: &[u8]) -> Result
     })
 }
 
-async fn ranged_get(store: &dyn ObjectStore, key: &str, range: std::ops::Range<u64>) -> Bytes {
-    let got = store
-        .get_object(&GetRequest {
-            key: key.into(),
-            range: Some(range.clone()),
-            if_match: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("GET {key} {range:?}: {e}"));
-    assert_eq!(
-        got.body.len() as u64,
-        range.end - range.start,
-        "GET {key} {range:?}"
-    );
-    got.body
-}
-
 /// Downloads `key` into `buf` as `PART`-sized ranged GETs, `PARALLEL` in
 /// flight.
 async fn download(store: Arc<impl ObjectStore + 'static>, key: &str, buf: &mut [u8]) {
@@ -873,46 +849,6 @@ async fn download(store: Arc<impl ObjectStore + 'static>, key: &str, buf: &mut [
             None => break,
         }
     }
-}
-
-/// Uploads `data` to `key` as a multipart upload of `PART`-sized parts,
-/// `PARALLEL` in flight.
-async fn upload(store: Arc<impl ObjectStore + 'static>, key: &str, data: Bytes) {
-    let upload_id = store
-        .create_multipart_upload(key, &ObjectAttributes::default())
-        .await
-        .expect("CreateMultipartUpload");
-    let mut starts = (0..data.len()).step_by(PART as usize).enumerate();
-    let mut in_flight = tokio::task::JoinSet::new();
-    let mut parts = Vec::new();
-    loop {
-        while in_flight.len() < PARALLEL {
-            let Some((i, start)) = starts.next() else {
-                break;
-            };
-            let request = UploadPartRequest {
-                key: key.into(),
-                upload_id: upload_id.clone(),
-                part_number: i as u32 + 1,
-                body: data.slice(start..(start + PART as usize).min(data.len())),
-            };
-            let store = store.clone();
-            in_flight.spawn(async move { store.upload_part(&request).await.expect("UploadPart") });
-        }
-        match in_flight.join_next().await {
-            Some(done) => parts.push(done.expect("UploadPart task")),
-            None => break,
-        }
-    }
-    parts.sort_by_key(|p| p.part_number);
-    store
-        .complete_multipart_upload(&CompleteMultipartRequest {
-            key: key.into(),
-            upload_id,
-            parts,
-        })
-        .await
-        .expect("CompleteMultipartUpload");
 }
 
 /// PUTs `body` at every key, `writers` requests in flight.

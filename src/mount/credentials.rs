@@ -500,6 +500,13 @@ fn env_sets(provider: Provider) -> &'static [EnvSet] {
     }
 }
 
+/// The names of the provider's own key ID and secret variables (the
+/// first of the sets tried), for tools that start a mount.
+pub fn env_var_names(provider: Provider) -> (&'static str, &'static str) {
+    let first = &env_sets(provider)[0];
+    (first.id, first.secret)
+}
+
 /// Credentials from the provider's environment variables (case 2).
 pub fn credentials_from_env(
     provider: Provider,
