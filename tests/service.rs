@@ -5,11 +5,13 @@
 //! missing fusermount3, a file as mount point, an untrusted TLS
 //! certificate and a denied bucket.
 //!
-//! Root is needed for most of it (installing the helper symlink, mounting
-//! tmpfs over /dev in a private namespace, switching to `nobody`); without
-//! root those tests print why they are skipped and pass.
+//! Root is needed for part of it (installing the helper symlink, mounting
+//! tmpfs over /dev in a private namespace, switching to `nobody`): those
+//! tests are `#[ignore]`d with the reason, so that a run as another user
+//! reports them as not run; `.ci/run` runs them as root. The TLS check
+//! needs `openssl` (which `.ci/run` installs) and fails without it.
 //!
-//! Run: `cargo test --test service`.
+//! Run: `cargo test --test service` (as root: `-- --include-ignored`).
 
 mod common;
 
@@ -22,11 +24,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_bucketfs")
@@ -51,18 +48,20 @@ fn credentials_file(dir: &Path) -> PathBuf {
 struct BinLink(Option<PathBuf>);
 
 impl BinLink {
-    fn install(path: &str) -> Option<BinLink> {
+    fn install(path: &str) -> BinLink {
         let link = PathBuf::from(path);
         match fs::canonicalize(&link) {
-            Ok(target) if target == fs::canonicalize(bin()).unwrap() => Some(BinLink(None)),
-            Ok(_) => {
-                eprintln!("skipped: {path} is another bucketfs, not the one under test");
-                None
-            }
+            Ok(target) if target == fs::canonicalize(bin()).unwrap() => BinLink(None),
+            Ok(target) => panic!(
+                "{path} is another bucketfs ({}), not the one under test: \
+                 remove it to run this test",
+                target.display()
+            ),
             Err(_) => {
                 let _ = fs::remove_file(&link);
-                std::os::unix::fs::symlink(bin(), &link).ok()?;
-                Some(BinLink(Some(link)))
+                std::os::unix::fs::symlink(bin(), &link)
+                    .unwrap_or_else(|e| panic!("cannot link {path} to {}: {e}", bin()));
+                BinLink(Some(link))
             }
         }
     }
@@ -77,21 +76,12 @@ impl Drop for BinLink {
 }
 
 #[test]
+#[ignore = "needs root: mount -a and links in /sbin and /usr/local/bin"]
 fn fstab_lines_of_both_forms_mount_with_mount_a() {
-    if !is_root() {
-        eprintln!("skipped: mount -a needs root");
-        return;
-    }
-    let (Some(_helper), Some(_bin)) = (
-        BinLink::install("/sbin/mount.bucketfs"),
-        BinLink::install("/usr/local/bin/bucketfs"),
-    ) else {
-        return;
-    };
-    let Some(emu) = Emu::emulator(Provider::S3, "the service tests run against the emulator")
-    else {
-        return;
-    };
+    require_root("mount -a");
+    let _helper = BinLink::install("/sbin/mount.bucketfs");
+    let _bin = BinLink::install("/usr/local/bin/bucketfs");
+    let emu = Emu::emulator(Provider::S3, "the service tests run against the emulator");
     emu.put("hello.txt", &b"hello from the bucket"[..], &[]);
     let (a, b) = (Mount::new(), Mount::new());
     let creds = credentials_file(&a.base);
@@ -174,10 +164,7 @@ fn mount_options(point: &Path) -> String {
 #[test]
 fn systemd_hears_ready_once_the_mount_answers_and_stopping_at_the_end() {
     use std::os::unix::net::UnixDatagram;
-    let Some(emu) = Emu::emulator(Provider::S3, "the service tests run against the emulator")
-    else {
-        return;
-    };
+    let emu = Emu::emulator(Provider::S3, "the service tests run against the emulator");
     let mut m = Mount::new();
     let socket_path = m.base.join("notify");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
@@ -203,10 +190,7 @@ fn systemd_hears_ready_once_the_mount_answers_and_stopping_at_the_end() {
 
 #[test]
 fn stats_show_pending_uploads_and_requests() {
-    let Some(emu) = Emu::emulator(Provider::S3, "the service tests run against the emulator")
-    else {
-        return;
-    };
+    let emu = Emu::emulator(Provider::S3, "the service tests run against the emulator");
     let m = emu.mount("", &[]);
     emu.faults()
         .add(vec![FaultRule::parse("PutObject:delay=3000").unwrap()]);
@@ -249,10 +233,7 @@ fn stats_show_pending_uploads_and_requests() {
 
 #[test]
 fn secrets_reach_neither_logs_nor_ps() {
-    let Some(emu) = Emu::emulator(Provider::Oss, "the service tests run against the emulator")
-    else {
-        return;
-    };
+    let emu = Emu::emulator(Provider::Oss, "the service tests run against the emulator");
     let mut m = Mount::new();
     let log = m.base.join("daemon.log");
     let log_opt = format!("log_file={}", log.display());
@@ -340,10 +321,7 @@ fn failing(mut cmd: Command) -> String {
 
 #[test]
 fn failures_are_one_line_and_mount_nothing() {
-    let Some(emu) = Emu::emulator(Provider::S3, "the service tests run against the emulator")
-    else {
-        return;
-    };
+    let emu = Emu::emulator(Provider::S3, "the service tests run against the emulator");
     let m = Mount::new();
 
     // A file as the mount point.
@@ -363,20 +341,22 @@ fn failures_are_one_line_and_mount_nothing() {
     assert!(!is_mounted(&m.point));
 
     // An endpoint whose TLS certificate nobody vouches for.
-    if let Some(server) = TlsServer::start(&m.base) {
-        let endpoint = format!("endpoint=https://127.0.0.1:{}", server.port);
-        let err = failing(emu.command(&emu.source(""), &m.point, &[&endpoint]));
-        assert!(
-            err.contains("TLS certificate of https://127.0.0.1"),
-            "{err}"
-        );
-        assert!(err.contains("is not trusted"), "{err}");
-    }
+    let server = TlsServer::start(&m.base);
+    let endpoint = format!("endpoint=https://127.0.0.1:{}", server.port);
+    let err = failing(emu.command(&emu.source(""), &m.point, &[&endpoint]));
+    assert!(
+        err.contains("TLS certificate of https://127.0.0.1"),
+        "{err}"
+    );
+    assert!(err.contains("is not trusted"), "{err}");
+}
 
-    if !is_root() {
-        eprintln!("skipped: the FUSE failures need root (a private mount namespace, another user)");
-        return;
-    }
+#[test]
+#[ignore = "needs root: a private mount namespace and user nobody"]
+fn without_fuse_or_fusermount3_the_failure_names_what_to_install() {
+    require_root("hiding /dev/fuse and switching to nobody");
+    let emu = Emu::emulator(Provider::S3, "the service tests run against the emulator");
+    let m = Mount::new();
     // No /dev/fuse: tmpfs over /dev in a private mount namespace.
     let mut cmd = Command::new("unshare");
     cmd.args(["-m", "--propagation", "private", "sh", "-c"])
@@ -398,22 +378,25 @@ fn failures_are_one_line_and_mount_nothing() {
         "{err}"
     );
 
-    // Not root and no fusermount3: the package to install.
-    if !others_can_run(Path::new(bin())) {
-        eprintln!(
-            "skipped the fusermount3 check: user nobody cannot run {}",
-            bin()
-        );
-        return;
-    }
+    // Not root and no fusermount3: the package to install. The binary is
+    // copied beside the mount point, since nobody may not reach the build
+    // directory.
+    fs::set_permissions(&m.base, fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = m.base.join("bucketfs");
+    fs::copy(bin(), &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        others_can_run(&copy),
+        "user nobody cannot reach {}: a directory above it is closed to others",
+        copy.display()
+    );
     let nobody = m.base.join("nobody-mnt");
     fs::create_dir(&nobody).unwrap();
     std::os::unix::fs::chown(&nobody, Some(65534), Some(65534)).unwrap();
-    fs::set_permissions(&m.base, fs::Permissions::from_mode(0o755)).unwrap();
     let inner = emu.command(&emu.source(""), &nobody, &[]);
     let mut cmd = Command::new("/usr/bin/setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin())
+        .arg(&copy)
         .args(inner.get_args())
         .env("PATH", "/nonexistent");
     for (k, v) in inner.get_envs() {
@@ -443,7 +426,8 @@ struct TlsServer {
 }
 
 impl TlsServer {
-    fn start(dir: &Path) -> Option<TlsServer> {
+    /// Fails the test when openssl is missing (`.ci/run` installs it).
+    fn start(dir: &Path) -> TlsServer {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let made = Command::new("openssl")
             .args([
@@ -464,10 +448,10 @@ impl TlsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if !made.is_ok_and(|s| s.success()) {
-            eprintln!("skipped the TLS check: openssl cannot make a certificate");
-            return None;
-        }
+        assert!(
+            made.is_ok_and(|s| s.success()),
+            "openssl cannot make a certificate: install openssl (Debian package openssl)"
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -488,17 +472,17 @@ impl TlsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .ok()?;
+            .expect("openssl s_server starts");
         let server = TlsServer { child, port };
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed() > DEADLINE {
-                eprintln!("skipped the TLS check: openssl s_server did not start");
-                return None;
-            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "openssl s_server did not listen on 127.0.0.1:{port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(server)
+        server
     }
 }
 

@@ -4,9 +4,13 @@
 //! `tests/garage/run.sh`), mount guards ([`Mount`]) that always unmount and
 //! clean up, and data helpers. Each binary uses a part of it.
 //!
-//! Tests that need what only the emulator has (request counters, fault
-//! injection, the OSS/OBS/COS dialects, native rename and PFS buckets)
-//! call [`skip`] with the reason under Garage instead of passing silently.
+//! No test passes without running. Tests that need what only the emulator
+//! has (request counters, fault injection, the OSS/OBS/COS dialects, native
+//! rename and PFS buckets) live in `emulator_only` modules, which the
+//! Garage run filters out, so its counts show them as filtered out; under
+//! Garage they fail. Tests that need root are `#[ignore]`d with the reason
+//! (`.ci/run`, as root, runs them with `--include-ignored`) and fail when
+//! run as another user.
 #![allow(dead_code)]
 
 use bucketfs::emulator::handler::BucketSpec;
@@ -114,20 +118,25 @@ pub fn garage_env() -> Option<GarageEnv> {
     })
 }
 
-/// A test that cannot run against the selected store says why, on stderr
-/// and in `$BUCKETFS_SKIP_LOG` (which the CI script counts).
-pub fn skip(reason: &str) {
+/// Under Garage, a test that needs what only the emulator has is a bug in
+/// the test's placement, not a pass: tests/garage/run.sh filters out the
+/// `emulator_only` modules, so reaching here means the test sits outside one.
+fn needs_the_emulator(needs: &str) -> ! {
     let test = std::thread::current()
         .name()
-        .unwrap_or("a test")
+        .unwrap_or("this test")
         .to_string();
-    eprintln!("SKIPPED {test}: {reason}");
-    if let Ok(log) = std::env::var("BUCKETFS_SKIP_LOG") {
-        use std::io::Write;
-        // One write of one line: tests run in parallel, O_APPEND keeps it whole.
-        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(log) {
-            let _ = f.write_all(format!("{test}\t{reason}\n").as_bytes());
-        }
+    panic!(
+        "{test} cannot run against Garage ({needs}): put it in an `emulator_only` module, \
+         which tests/garage/run.sh filters out"
+    );
+}
+
+/// The reason root-only tests give in `#[ignore = ...]`, checked on entry.
+pub fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("{what} needs root: run the test as root, or leave out --ignored");
     }
 }
 
@@ -159,39 +168,36 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 impl Emu {
-    /// The store under test for `provider`: Garage when selected (S3 only;
-    /// the other dialects are skipped), else the emulator.
-    pub fn start(provider: Provider) -> Option<Emu> {
+    /// The store under test for `provider`: Garage when selected (S3 only),
+    /// else the emulator.
+    pub fn start(provider: Provider) -> Emu {
         match garage_env() {
-            None => Some(Emu::emulator_bucket(provider, "")),
-            Some(_) if provider != Provider::S3 => {
-                skip(&format!(
-                    "Garage speaks S3, not the {} dialect",
-                    provider.name()
-                ));
-                None
-            }
-            Some(env) => Some(Emu::garage(env)),
+            None => Emu::emulator_bucket(provider, ""),
+            Some(_) if provider != Provider::S3 => needs_the_emulator(&format!(
+                "Garage speaks S3, not the {} dialect",
+                provider.name()
+            )),
+            Some(env) => Emu::garage(env),
         }
     }
 
     /// The emulator only: `needs` says what Garage lacks for this test.
-    pub fn emulator(provider: Provider, needs: &str) -> Option<Emu> {
+    pub fn emulator(provider: Provider, needs: &str) -> Emu {
         if garage_env().is_some() {
-            skip(needs);
-            return None;
+            needs_the_emulator(needs);
         }
-        Some(Emu::emulator_bucket(provider, ""))
+        Emu::emulator_bucket(provider, "")
     }
 
     /// An emulator bucket with a type: `kind` is `hns` (OSS hierarchical
     /// namespace) or `pfs` (OBS parallel file system). Emulator only.
-    pub fn start_bucket(provider: Provider, kind: &str) -> Option<Emu> {
+    pub fn start_bucket(provider: Provider, kind: &str) -> Emu {
         if garage_env().is_some() {
-            skip("Garage has no native rename, hierarchical namespace or PFS buckets");
-            return None;
+            needs_the_emulator(
+                "Garage has no native rename, hierarchical namespace or PFS buckets",
+            );
         }
-        Some(Emu::emulator_bucket(provider, kind))
+        Emu::emulator_bucket(provider, kind)
     }
 
     fn emulator_bucket(provider: Provider, kind: &str) -> Emu {
