@@ -37,18 +37,23 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bucketfs-garage.XXXXXX")
 pid=
-# Stops Garage (TERM, then KILL after 10 s) and removes its files, on every
-# way out: success, failure, Ctrl-C or kill.
+cmd=
+# Stops a child: TERM, then KILL after 10 s. A child that has exited stays
+# a zombie (which kill -0 still finds) until waited for, hence the state.
+stop() {
+    kill "$1" 2>/dev/null || return 0
+    for _ in $(seq 100); do
+        case $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) in "" | Z) break ;; esac
+        sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+# Stops the tests and Garage and removes Garage's files, on every way out:
+# success, failure, Ctrl-C or kill.
 cleanup() {
-    if [ -n "$pid" ]; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
+    if [ -n "$cmd" ]; then stop "$cmd"; fi
+    if [ -n "$pid" ]; then stop "$pid"; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -119,10 +124,20 @@ export BUCKETFS_GARAGE_BUCKET=bucketfs-test
 export BUCKETFS_GARAGE_KEY_ID="$key_id"
 export BUCKETFS_GARAGE_SECRET="$key_secret"
 
+# The command runs in the background so that a TERM to this script
+# interrupts the wait at once (a foreground command would be waited for
+# first); its output goes through tee to the terminal and the counts.
+exec 3> >(tee "$work/output")
+tee_pid=$!
 set +e
-"$@" 2>&1 | tee "$work/output"
-status=${PIPESTATUS[0]}
+"$@" >&3 2>&1 &
+cmd=$!
+wait "$cmd"
+status=$?
 set -e
+cmd=
+exec 3>&-
+wait "$tee_pid"
 
 # libtest's summary lines: tests that ran (passed, failed) and those that
 # did not (ignored: they need root; filtered out: they need the emulator).
