@@ -642,4 +642,61 @@ mod emulator_only {
     fn cos_ls_l_of_2500_objects() {
         ls_l_suite(Provider::Cos);
     }
+
+    /// `-o disk_cache`: a file read twice, or read at random after its
+    /// blocks left a 4 MiB memory cache, is downloaded once; the cache's
+    /// directory goes with the mount.
+    #[test]
+    fn with_a_disk_cache_a_file_is_downloaded_once() {
+        let emu = Emu::emulator(Provider::S3, "needs the emulator's request counters");
+        let body = random_bytes(24 * MIB + 5, 3);
+        emu.put("big", Bytes::from(body.clone()), &[]);
+        let dir = std::env::temp_dir().join(format!("bucketfs-disk-cache-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let option = format!("disk_cache={},cache_size=4M", dir.display());
+        let m = emu.mount("", &[&option]);
+        let on_disk = || -> u64 {
+            let Ok(mounts) = fs::read_dir(&dir) else {
+                return 0;
+            };
+            mounts
+                .flatten()
+                .flat_map(|d| fs::read_dir(d.path()).into_iter().flatten().flatten())
+                .filter_map(|f| f.metadata().ok())
+                .map(|meta| meta.len())
+                .sum()
+        };
+
+        emu.reset_stats();
+        assert_eq!(md5_hex(&fs::read(m.path("big")).unwrap()), md5_hex(&body));
+        let fetched = emu
+            .stats()
+            .get("GetObject")
+            .map(|c| (c.requests, c.bytes_out));
+        let (gets, bytes) = fetched.expect("the first read fetches");
+        assert_eq!(bytes, body.len() as u64, "each byte fetched once");
+        wait_until("every block on disk", || on_disk() == body.len() as u64);
+
+        assert_eq!(md5_hex(&fs::read(m.path("big")).unwrap()), md5_hex(&body));
+        let f = File::open(m.path("big")).unwrap();
+        let mut rng = fastrand::Rng::with_seed(9);
+        let mut buf = [0u8; 4096];
+        for _ in 0..300 {
+            let offset = rng.usize(..body.len() - buf.len());
+            f.read_exact_at(&mut buf, offset as u64).unwrap();
+            assert_eq!(&buf[..], &body[offset..offset + buf.len()], "at {offset}");
+        }
+        let again = emu
+            .stats()
+            .get("GetObject")
+            .map(|c| (c.requests, c.bytes_out));
+        assert_eq!(again, Some((gets, bytes)), "nothing downloaded twice");
+
+        drop(f);
+        drop(m);
+        wait_until("the mount's cache directory to go", || {
+            fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none())
+        });
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -48,7 +48,8 @@ def main():
         ax.invert_yaxis()
         ax.set_xlabel("speed relative to bucketfs (log scale; left of the line: slower)")
         ax.set_title(f"server: {server}")
-        ax.legend(loc="lower right", fontsize=8)
+        if targets:  # a server where only bucketfs ran has nothing to compare
+            ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
 

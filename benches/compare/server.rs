@@ -193,21 +193,34 @@ impl Server {
         }
     }
 
-    /// Stores `body` at each of `keys` (the emulator shares the one
-    /// buffer; a remote server gets them `SEED_PARALLEL` at a time).
+    /// Stores `body` at each of `keys`; those ending in `/` are directory
+    /// markers as s3fs's mkdir makes them: empty, of type
+    /// `application/x-directory`. (rclone takes a marker with content for
+    /// a file, and its `mv` of the directory then fails; s3fs takes an
+    /// untyped marker on Garage, which sends no Content-Type for it, for a
+    /// file, and then lists nothing under it.) The emulator shares the one
+    /// buffer; a remote server gets them `SEED_PARALLEL` at a time.
     pub fn seed(&self, keys: &[String], body: &Bytes) {
+        let seeded = |key: &str| {
+            if key.ends_with('/') {
+                (Bytes::new(), Some(DIRECTORY_TYPE.to_string()))
+            } else {
+                (body.clone(), None)
+            }
+        };
         match &self.backend {
             Backend::Emulator(emu) => {
                 let store = &emu.emulator.stores()[&self.bucket];
-                let etag = hex::encode(md5::Md5::digest(body));
                 for key in keys {
+                    let (body, content_type) = seeded(key);
+                    let etag = hex::encode(md5::Md5::digest(&body));
                     store.import_object(
                         key,
                         ObjectRecord {
-                            body: body.clone(),
-                            etag: etag.clone(),
+                            body,
+                            etag,
                             last_modified: SystemTime::now(),
-                            content_type: None,
+                            content_type,
                             metadata: Metadata::new(),
                             object_type: ObjectType::Normal,
                             symlink_target: None,
@@ -221,8 +234,25 @@ impl Server {
                 loop {
                     while in_flight.len() < SEED_PARALLEL {
                         let Some(key) = pending.next() else { break };
-                        let (store, key, body) = (store.clone(), key.clone(), body.clone());
-                        in_flight.spawn(async move { put(store, &key, body).await });
+                        let (store, key) = (store.clone(), key.clone());
+                        let (body, content_type) = seeded(&key);
+                        in_flight.spawn(async move {
+                            match content_type {
+                                None => put(store, &key, body).await,
+                                Some(content_type) => store
+                                    .put_object(&PutRequest {
+                                        key: key.clone(),
+                                        body,
+                                        attributes: ObjectAttributes {
+                                            content_type: Some(content_type),
+                                            ..Default::default()
+                                        },
+                                    })
+                                    .await
+                                    .map(drop)
+                                    .unwrap_or_else(|e| panic!("PUT {key}: {e}")),
+                            }
+                        });
                     }
                     match in_flight.join_next().await {
                         Some(done) => done.expect("seeding task"),
@@ -283,6 +313,9 @@ impl Server {
         }
     }
 }
+
+/// The Content-Type s3fs's mkdir gives a directory marker.
+const DIRECTORY_TYPE: &str = "application/x-directory";
 
 /// A path-style client of the server that does not retry (a failure is
 /// a finding, not something to ride out).

@@ -56,6 +56,7 @@
 //!    the cache's capacity either; a fetch waits (it is never refused)
 //!    until earlier ones land.
 
+use super::disk::DiskCache;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -109,6 +110,9 @@ pub struct CacheStats {
 pub struct BlockCache {
     capacity: u64,
     block_size: u64,
+    /// The disk tier (`-o disk_cache`), which the readers consult before
+    /// the server and fill after it.
+    disk: Option<Arc<DiskCache>>,
     inner: Mutex<Inner>,
     /// Blocks that fetches may hold in flight (subtle case 8).
     fetching: Arc<tokio::sync::Semaphore>,
@@ -165,6 +169,7 @@ impl BlockCache {
         BlockCache {
             capacity: capacity_bytes,
             block_size,
+            disk: None,
             fetching: Arc::new(tokio::sync::Semaphore::new(fetch_permits as usize)),
             fetch_permits,
             inner: Mutex::new(Inner {
@@ -177,6 +182,17 @@ impl BlockCache {
                 evictions: 0,
             }),
         }
+    }
+
+    /// The same cache with `disk` as its disk tier.
+    pub fn with_disk(mut self, disk: Arc<DiskCache>) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
+    /// The disk tier, if there is one.
+    pub fn disk(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
     }
 
     /// Size of a (non-final) block in bytes.

@@ -1,5 +1,7 @@
-//! Caches of the read path: the shared LRU block cache (`block`) and the
-//! per-handle readahead planner (`readahead`).
+//! Caches of the read path: the shared LRU block cache (`block`), its
+//! optional disk tier (`disk`) and the per-handle readahead planner
+//! (`readahead`).
 
 pub mod block;
+pub mod disk;
 pub mod readahead;

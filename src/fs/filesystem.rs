@@ -621,6 +621,16 @@ impl BucketFs {
             ..Default::default()
         };
         s.set_cache(self.blocks.capacity(), &self.blocks.stats());
+        if let Some(disk) = self.blocks.disk() {
+            let d = disk.stats();
+            s.disk_cache = Some(crate::fs::stats::DiskCacheFigures {
+                dir: disk.dir().display().to_string(),
+                capacity: disk.capacity(),
+                bytes: d.bytes,
+                hits: d.hits,
+                misses: d.misses,
+            });
+        }
         if let Some(writes) = &self.writes {
             let pending = writes.pending();
             s.pending_uploads = pending.len() as u64;

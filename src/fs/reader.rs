@@ -90,8 +90,18 @@
 //!     plus the reads being served.
 //! 14. **Empty objects and EOF.** Reads at or past EOF, and every read of an
 //!     empty object, send nothing (a ranged GET on an empty object is a 416).
+//! 15. **The disk tier.** With `-o disk_cache`, a block of the read that
+//!     memory lacks but the disk holds is not fetched: only the read's part
+//!     of it is read from its file, so a 4 KiB random read costs 4 KiB of
+//!     disk, not a 1 MiB block (nor an eviction from memory). A part that
+//!     has left the disk since (evicted) sends the block round again, to a
+//!     fetch. Fetches (readahead, demand) also ask the disk first and use
+//!     its blocks when it has every one of the run (a run partly on disk is
+//!     fetched whole: the blocks of one run were fetched, hence evicted,
+//!     together); what a GET brings is written to disk in the background.
 
 use crate::cache::block::{BlockCache, BlockKey, blocks_for};
+use crate::cache::disk;
 use crate::cache::readahead::{Readahead, ReadaheadConfig};
 use crate::store::{GetRequest, ObjectStore, ServiceDetails, StoreError, StoreResult};
 use bytes::{Bytes, BytesMut};
@@ -154,7 +164,12 @@ struct InFlight {
 
 /// Where one block of a read comes from.
 enum Source {
+    /// The whole block, from memory or a fetch.
     Ready(Bytes),
+    /// The disk tier has the block: read the read's part of it there.
+    OnDisk,
+    /// The read's part of the block, read from the disk tier.
+    Part(Bytes),
     Waiting {
         flight: InFlight,
         /// Started by this read: its failure is this read's error.
@@ -257,10 +272,21 @@ impl FileReader {
         loop {
             let mut missing = false;
             for (i, source) in sources.iter_mut().enumerate() {
+                let index = covering.start + i as u64;
+                if matches!(source, Some(Source::OnDisk)) {
+                    // Gone from the disk since (evicted): resolved again,
+                    // which fetches it (subtle case 15).
+                    *source = sh
+                        .read_disk_part(index, offset, end)
+                        .await
+                        .map(Source::Part);
+                    missing |= source.is_none();
+                    continue;
+                }
                 let Some(Source::Waiting { flight, own }) = source else {
                     continue;
                 };
-                match wait(flight, covering.start + i as u64).await {
+                match wait(flight, index).await {
                     Ok(block) => *source = Some(Source::Ready(block)),
                     Err(e)
                         if *own
@@ -291,11 +317,7 @@ impl FileReader {
             sh.spawn(pending);
         }
 
-        let blocks = sources.into_iter().map(|s| match s {
-            Some(Source::Ready(block)) => block,
-            _ => unreachable!("every block is ready once the loop ends"),
-        });
-        sh.assemble(offset, end, covering, blocks)
+        sh.assemble(offset, end, covering, sources)
     }
 }
 
@@ -369,8 +391,10 @@ impl Shared {
                     flight: flight.clone(),
                     own: false,
                 })
+            } else if let Some(block) = self.cache.get(&self.block_key(index)) {
+                Some(Source::Ready(block))
             } else {
-                self.cache.get(&self.block_key(index)).map(Source::Ready)
+                self.on_disk(index).then_some(Source::OnDisk)
             };
         }
 
@@ -472,11 +496,24 @@ impl Shared {
         }
     }
 
-    /// One pinned ranged GET of `blocks`, validated and cut into blocks that
-    /// own their memory (subtle cases 1 and 10).
+    /// The disk tier's copy of `blocks`, when it has all of them, else one
+    /// pinned ranged GET of `blocks`, validated and cut into blocks that own
+    /// their memory (subtle cases 1, 10 and 15).
     async fn fetch(&self, blocks: &Range<u64>) -> StoreResult<Arc<[Bytes]>> {
         // Held until the blocks are returned (block.rs, subtle case 8).
         let _budget = self.cache.reserve_fetch(blocks.end - blocks.start).await;
+        if let Some(disk) = self.cache.disk() {
+            let keys = blocks
+                .clone()
+                .map(|index| {
+                    let span = self.byte_range(&(index..index + 1));
+                    (self.block_key(index), span.end - span.start)
+                })
+                .collect();
+            if let Some(found) = disk::read_run(disk, keys).await {
+                return Ok(found.into());
+            }
+        }
         let range = self.byte_range(blocks);
         let req = GetRequest {
             key: self.key.clone(),
@@ -510,40 +547,79 @@ impl Shared {
                 self.key, resp.range,
             )));
         }
+        if let Some(disk) = self.cache.disk() {
+            let copies = blocks
+                .clone()
+                .zip(&resp.blocks)
+                .map(|(index, block)| (self.block_key(index), block.clone()))
+                .collect();
+            disk::write_later(disk, copies).await;
+        }
         let blocks: Arc<[Bytes]> = resp.blocks.into();
         Ok(blocks)
     }
 
-    /// The read's bytes out of its covering blocks, checking each block has
-    /// the length the object's layout gives it (a cached block of another
-    /// length would be a bug; better an error than wrong bytes or a panic).
+    /// Whether the disk tier holds block `index` (subtle case 15).
+    fn on_disk(&self, index: u64) -> bool {
+        self.cache.disk().is_some_and(|disk| {
+            let span = self.byte_range(&(index..index + 1));
+            disk.contains(&self.block_key(index), span.end - span.start)
+        })
+    }
+
+    /// The part of block `index` within `offset..end`, from the disk tier.
+    async fn read_disk_part(&self, index: u64, offset: u64, end: u64) -> Option<Bytes> {
+        let disk = self.cache.disk()?;
+        let span = self.byte_range(&(index..index + 1));
+        let part = offset.max(span.start) - span.start..end.min(span.end) - span.start;
+        disk::read_part(disk, self.block_key(index), span.end - span.start, part).await
+    }
+
+    /// The read's bytes out of its covering blocks (or of their parts read
+    /// from disk), checking each has the length the object's layout gives
+    /// it (another length would be a bug; better an error than wrong bytes
+    /// or a panic).
     fn assemble(
         &self,
         offset: u64,
         end: u64,
         covering: Range<u64>,
-        blocks: impl Iterator<Item = Bytes>,
+        sources: Vec<Option<Source>>,
     ) -> StoreResult<Bytes> {
         let mut out: Option<BytesMut> = None;
         let mut single: Option<Bytes> = None;
-        for (index, block) in covering.clone().zip(blocks) {
+        for (index, source) in covering.clone().zip(sources) {
             let span = self.byte_range(&(index..index + 1));
-            if block.len() as u64 != span.end - span.start {
-                return Err(StoreError::Integrity(format!(
-                    "block {index} of {:?} has {} bytes, expected {}",
-                    self.key,
-                    block.len(),
-                    span.end - span.start
-                )));
-            }
             let from = (offset.max(span.start) - span.start) as usize;
             let to = (end.min(span.end) - span.start) as usize;
+            let wrong = |got: usize, expected: u64| {
+                StoreError::Integrity(format!(
+                    "block {index} of {:?} has {got} bytes, expected {expected}",
+                    self.key
+                ))
+            };
+            let part = match source {
+                Some(Source::Ready(block)) => {
+                    if block.len() as u64 != span.end - span.start {
+                        return Err(wrong(block.len(), span.end - span.start));
+                    }
+                    block.slice(from..to)
+                }
+                // Already cut to the read.
+                Some(Source::Part(part)) => {
+                    if part.len() != to - from {
+                        return Err(wrong(part.len(), (to - from) as u64));
+                    }
+                    part
+                }
+                _ => unreachable!("every block is ready once the loop ends"),
+            };
             if covering.end - covering.start == 1 {
                 // One block: hand out a view of it, no copy.
-                single = Some(block.slice(from..to));
+                single = Some(part);
             } else {
                 out.get_or_insert_with(|| BytesMut::with_capacity((end - offset) as usize))
-                    .extend_from_slice(&block[from..to]);
+                    .extend_from_slice(&part);
             }
         }
         let bytes = match single {
@@ -1303,5 +1379,66 @@ mod tests {
         let r = reader(&store, &cache, "f", "e", MIB, config);
         assert_eq!(r.shared.block_size, 4 * KIB);
         assert_eq!(r.shared.state.lock().planner.config().block_size, 4 * KIB);
+    }
+
+    /// A memory cache of two blocks over a disk tier: what left memory is
+    /// read from disk, never fetched twice, and a random read takes only
+    /// its own bytes from the block's file.
+    #[tokio::test]
+    async fn with_a_disk_tier_nothing_is_fetched_twice() {
+        use crate::cache::disk::DiskCache;
+        use std::fs;
+        let size = 8 * BS + 123;
+        let store = TestStore::new();
+        let body = data(size, 11);
+        let etag = store.put("f", &body).await;
+        let dir = std::env::temp_dir().join(format!("bucketfs-reader-disk-{}", std::process::id()));
+        let disk = Arc::new(DiskCache::open(&dir, 64 * MIB, 64 * MIB).unwrap());
+        let cache = Arc::new(BlockCache::new(2 * BS, BS).with_disk(disk.clone()));
+
+        let r = reader(&store, &cache, "f", &etag, size, config());
+        scan(&r, &body, ASSORTED).await;
+        eventually("every block on disk", || disk.stats().bytes == size).await;
+        let (gets, bytes) = (store.gets(), store.bytes_got());
+        assert_eq!(bytes, size, "one pass fetches each byte once");
+
+        // A second pass and random reads: from memory and disk only.
+        let again = reader(&store, &cache, "f", &etag, size, config());
+        scan(&again, &body, ASSORTED).await;
+        let random = reader(&store, &cache, "f", &etag, size, no_readahead());
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..200 {
+            let offset = rng.u64(..size);
+            let len = rng.u32(1..3 * BS as u32);
+            let end = (offset + u64::from(len)).min(size);
+            let got = random.read(offset, len).await.unwrap();
+            assert_eq!(&got[..], &body[offset as usize..end as usize]);
+        }
+        assert_eq!((store.gets(), store.bytes_got()), (gets, bytes));
+        assert!(disk.stats().hits > 0);
+        assert!(cache.stats().bytes <= cache.capacity());
+
+        // A block that left the disk is fetched again, not failed.
+        fs::remove_dir_all(disk.dir()).unwrap();
+        fs::create_dir(disk.dir()).unwrap();
+        let cold = reader(&store, &cache, "f", &etag, size, no_readahead());
+        assert_eq!(
+            &cold.read(3 * BS, 10).await.unwrap()[..],
+            &body[3 * BS as usize..][..10]
+        );
+        assert!(store.gets() > gets);
+
+        // Another version of the object is never served from the old
+        // version's blocks.
+        let new = data(size, 12);
+        let new_etag = store.put("f", &new).await;
+        let fresh = reader(&store, &cache, "f", &new_etag, size, no_readahead());
+        assert_eq!(
+            &fresh.read(BS, 100).await.unwrap()[..],
+            &new[BS as usize..][..100]
+        );
+        drop(disk);
+        drop(cache);
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -37,8 +37,21 @@ pub struct Stats {
     pub cache_bytes: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// The disk tier (`disk_cache`), when there is one.
+    #[serde(default)]
+    pub disk_cache: Option<DiskCacheFigures>,
     /// HTTP requests and failures per operation, with the last error.
     pub requests: BTreeMap<String, RequestCount>,
+}
+
+/// What the disk tier holds and how often it served a block.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskCacheFigures {
+    pub dir: String,
+    pub capacity: u64,
+    pub bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
 }
 
 impl Stats {
@@ -111,6 +124,17 @@ pub fn render(json: &str) -> String {
         s.cache_hits,
         s.cache_misses
     );
+    if let Some(d) = &s.disk_cache {
+        let _ = writeln!(
+            out,
+            "disk cache      {:.1} of {:.1} MiB in {}, {} hits, {} misses",
+            mib(d.bytes),
+            mib(d.capacity),
+            d.dir,
+            d.hits,
+            d.misses
+        );
+    }
     let _ = writeln!(out, "requests        operation: sent, failed");
     for (op, c) in &s.requests {
         let _ = writeln!(out, "  {op}: {}, {}", c.requests, c.errors);

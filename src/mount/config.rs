@@ -88,6 +88,10 @@ const GIB: u64 = 1024 * MIB;
 /// gigabit link busy at typical object-store latencies, in 64 MiB of memory.
 pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 8;
 
+/// Default `disk_cache_size`: 1 GiB, enough for a file of that size to be
+/// read at random from local disk after one pass.
+pub const DEFAULT_DISK_CACHE_SIZE: u64 = 1 << 30;
+
 /// Default `cache_size`: 256 MiB holds four full 64 MiB readahead windows
 /// (several sequential readers at full speed). Larger is not faster for a
 /// first read: every cached byte is fresh memory whose page faults cost
@@ -467,6 +471,13 @@ pub struct MountOptions {
     /// `staging_max=SIZE`: most bytes staged at once; writes beyond get
     /// ENOSPC. Default: no limit but the disk's free space.
     pub staging_max: Option<u64>,
+    /// `disk_cache=DIR`: keep fetched blocks on local disk too (a directory
+    /// per mount under DIR, emptied at mount and removed at unmount).
+    /// Default off.
+    pub disk_cache: Option<PathBuf>,
+    /// `disk_cache_size=SIZE`: most bytes of blocks on disk. Default 1 GiB;
+    /// only with `disk_cache`.
+    pub disk_cache_size: Option<u64>,
     /// `sync_close`: `close` returns only once the file is uploaded (and
     /// fails if the upload does). Default off: uploads run after `close`.
     pub sync_close: bool,
@@ -530,6 +541,8 @@ impl Default for MountOptions {
             kernel_cache: false,
             cache_dir: None,
             staging_max: None,
+            disk_cache: None,
+            disk_cache_size: None,
             sync_close: false,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             credential_process: None,
@@ -617,6 +630,13 @@ impl MountOptions {
                     })?);
                 }
                 "foreground" => o.foreground = flag()?,
+                "disk_cache" => {
+                    let path = Path::new(need()?);
+                    o.disk_cache = Some(std::path::absolute(path).map_err(|e| {
+                        bad(format!("cannot make {} absolute: {e}", path.display()))
+                    })?);
+                }
+                "disk_cache_size" => o.disk_cache_size = Some(parse_size(need()?).map_err(bad)?),
                 "cache_size" => o.cache_size = parse_size(need()?).map_err(bad)?,
                 "part_size" => o.part_size = parse_size(need()?).map_err(bad)?,
                 "readahead_max" => {
@@ -697,6 +717,21 @@ impl MountOptions {
                     show_size(self.part_size)
                 ),
             ));
+        }
+        match (&self.disk_cache, self.disk_cache_size) {
+            (None, Some(_)) => {
+                return Err(bad(
+                    "disk_cache_size",
+                    "needs disk_cache=DIR, the directory to keep the blocks in".into(),
+                ));
+            }
+            (Some(_), Some(size)) if size < MIN_READAHEAD_MAX => {
+                return Err(bad(
+                    "disk_cache_size",
+                    format!("{} is below the 1M minimum", show_size(size)),
+                ));
+            }
+            _ => {}
         }
         if self.cache_size < MIN_READAHEAD_MAX {
             return Err(bad(
@@ -1001,7 +1036,8 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     }
 }
 
-fn show_size(bytes: u64) -> String {
+/// A size as the options spell it (`1G`, `64M`, `512K`, or bytes).
+pub fn show_size(bytes: u64) -> String {
     for (unit, name) in [(GIB, "G"), (MIB, "M"), (KIB, "K")] {
         if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{name}", bytes / unit);
@@ -1596,6 +1632,13 @@ mod tests {
             (&["kernel_cache"], |o| o.kernel_cache = true),
             (&["foreground"], |o| o.foreground = true),
             (&["cache_size=2G"], |o| o.cache_size = 2 << 30),
+            (&["disk_cache=/var/tmp/b"], |o| {
+                o.disk_cache = Some("/var/tmp/b".into())
+            }),
+            (&["disk_cache=/var/tmp/b,disk_cache_size=4G"], |o| {
+                o.disk_cache = Some("/var/tmp/b".into());
+                o.disk_cache_size = Some(4 << 30);
+            }),
             (&["cache_size=1073741824"], |o| o.cache_size = 1 << 30),
             // An unset readahead follows a small cache down (case 11).
             (&["cache_size=16MiB"], |o| {
@@ -1717,6 +1760,17 @@ mod tests {
             ),
             ("cache_size=20000000T", "cache_size", "not a size"),
             ("cache_size=512K", "cache_size", "below the 1M minimum"),
+            (
+                "disk_cache_size=2G",
+                "disk_cache_size",
+                "needs disk_cache=DIR",
+            ),
+            (
+                "disk_cache=/tmp/c,disk_cache_size=100K",
+                "disk_cache_size",
+                "below the 1M minimum",
+            ),
+            ("disk_cache", "disk_cache", "needs a value"),
             (
                 "readahead_max=512K",
                 "readahead_max",

@@ -21,13 +21,14 @@
 //!    vendor's code and request ID stay in the line.
 
 use crate::cache::block::BlockCache;
+use crate::cache::disk::DiskCache;
 use crate::cache::readahead::{DEFAULT_BLOCK_SIZE, ReadaheadConfig};
 use crate::fs::filesystem::{BucketFs, FsConfig};
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::namespace::AttrDefaults;
 use crate::fs::write::upload::Uploader;
 use crate::fs::write::{WriteConfig, Writes};
-use crate::mount::config::MountConfig;
+use crate::mount::config::{DEFAULT_DISK_CACHE_SIZE, MountConfig};
 use crate::mount::mountpoint::check_mount_point;
 use crate::staging::handover::open_waiting;
 use crate::store::http::HttpStore;
@@ -160,7 +161,25 @@ fn mount_and_serve(
         }
         None => (None, None),
     };
-    let fs = build_fs(&config, store, writes);
+    let disk = match &config.options.disk_cache {
+        None => None,
+        Some(dir) => {
+            let o = &config.options;
+            let size = o.disk_cache_size.unwrap_or(DEFAULT_DISK_CACHE_SIZE);
+            // Blocks waiting for their disk write: at most one readahead
+            // window (disk.rs, subtle case 4).
+            let disk = DiskCache::open(dir, size, o.readahead_max)
+                .map_err(|e| format!("disk_cache={}: {e}", dir.display()))?;
+            info!(
+                "keeping up to {} of fetched blocks in {}",
+                crate::mount::config::show_size(size),
+                disk.dir().display()
+            );
+            Some(Arc::new(disk))
+        }
+    };
+    let disk_cache = disk.clone();
+    let fs = build_fs(&config, store, writes, disk);
     if let Some(replay) = replay {
         let _context = runtime.enter();
         fs.recover(replay);
@@ -217,6 +236,11 @@ fn mount_and_serve(
     drain_uploads(&runtime, &fs, &mut signals);
     // Fetches still in flight hold the store; let them end with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Not left to the last reference's drop: a task stopped by the
+    // shutdown may still hold one.
+    if let Some(disk) = disk_cache {
+        disk.remove_dir();
+    }
     match result {
         Ok(()) => {
             info!("unmounted {}", mount_point.display());
@@ -379,9 +403,14 @@ fn build_fs(
     config: &MountConfig,
     store: Arc<dyn ObjectStore>,
     writes: Option<Writes>,
+    disk: Option<Arc<DiskCache>>,
 ) -> Arc<BucketFs> {
     let o = &config.options;
-    let blocks = Arc::new(BlockCache::new(o.cache_size, DEFAULT_BLOCK_SIZE));
+    let mut blocks = BlockCache::new(o.cache_size, DEFAULT_BLOCK_SIZE);
+    if let Some(disk) = disk {
+        blocks = blocks.with_disk(disk);
+    }
+    let blocks = Arc::new(blocks);
     let readahead = ReadaheadConfig {
         block_size: DEFAULT_BLOCK_SIZE,
         max_window: o.readahead_max,

@@ -141,8 +141,11 @@ wait "$tee_pid"
 
 # libtest's summary lines: tests that ran (passed, failed) and those that
 # did not (ignored: they need root; filtered out: they need the emulator).
+# A command that is not a test run (the benchmark) prints none.
 total() { awk -v field="$1" '/^test result:/ {sum += $field} END {print sum + 0}' "$work/output"; }
-echo "== Garage-backed suite: $(total 4) passed against Garage, $(total 6) failed;" \
-    "not run: $(total 8) ignored (they need root), $(total 12) filtered out" \
-    "(emulator_only: they need the emulator's dialects, faults or counters)"
+if grep -q '^test result:' "$work/output"; then
+    echo "== Garage-backed suite: $(total 4) passed against Garage, $(total 6) failed;" \
+        "not run: $(total 8) ignored (they need root), $(total 12) filtered out" \
+        "(emulator_only: they need the emulator's dialects, faults or counters)"
+fi
 exit "$status"
