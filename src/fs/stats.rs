@@ -174,6 +174,24 @@ mod tests {
             text.contains("PutObject: 5, 1") && text.contains("request id abc"),
             "{text}"
         );
+        assert!(!text.contains("disk cache"), "{text}");
+        s.disk_cache = Some(DiskCacheFigures {
+            dir: "/var/tmp/c/bucketfs-7".into(),
+            capacity: 1 << 30,
+            bytes: 3 << 20,
+            hits: 12,
+            misses: 4,
+        });
+        let text = render(&serde_json::to_string(&s).unwrap());
+        assert!(
+            text.contains(
+                "disk cache      3.0 of 1024.0 MiB in /var/tmp/c/bucketfs-7, 12 hits, 4 misses"
+            ),
+            "{text}"
+        );
+        // Statistics of a daemon from before the disk cache still parse.
+        let old = r#"{"bucket":"b","uptime_secs":1,"pending_uploads":0,"pending_bytes":0,"staged_bytes":0,"staging_dir":null,"open_files":0,"inodes":1,"cache_capacity":1,"cache_bytes":0,"cache_hits":0,"cache_misses":0,"requests":{}}"#;
+        assert!(render(old).contains("bucket          b"), "{}", render(old));
         assert_eq!(render("not json"), "not json\n");
     }
 }
