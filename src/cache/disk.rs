@@ -29,8 +29,11 @@
 //!    most `pending_limit` bytes may wait. A fetch whose blocks would pass
 //!    it waits for earlier writes to land, so the reads of a mount slow to
 //!    the disk's pace rather than the cache silently missing blocks (a file
-//!    read twice is downloaded once, as long as it fits).
-//! 5. **Whole files only.** A block is written to a temporary name and
+//!    read twice is downloaded once, as long as it fits). A block that
+//!    memory evicts before its write has landed may still be fetched a
+//!    second time: the write is not waited for, so that reads do not pay
+//!    the disk's latency.
+//! 5. **Whole files only.** A block is written to a temporary name of its own and
 //!    renamed into place, so a reader never sees half a block.
 //! 6. **Eviction outside the lock.** Files are unlinked after the index
 //!    lock is released; a reader that finds an entry whose file is being
@@ -91,6 +94,8 @@ pub struct DiskCache {
     misses: AtomicU64,
     writes: AtomicU64,
     dropped: AtomicU64,
+    /// Numbers the temporary files of writes (subtle case 5).
+    writes_started: AtomicU64,
     /// Set once an error has been logged (subtle case 3).
     warned: AtomicBool,
 }
@@ -127,6 +132,7 @@ impl DiskCache {
             misses: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            writes_started: AtomicU64::new(0),
             warned: AtomicBool::new(false),
         })
     }
@@ -256,7 +262,11 @@ impl DiskCache {
             return; // another fetch of the same block wrote it
         }
         let path = self.path_of(key);
-        let tmp = path.with_extension("tmp");
+        // A name of its own: two fetches of one block may write it at once.
+        let tmp = path.with_extension(format!(
+            "tmp{}",
+            self.writes_started.fetch_add(1, Ordering::Relaxed)
+        ));
         let written = (|| {
             let mut file = fs::File::create(&tmp)?;
             file.write_all(data)?;

@@ -1399,8 +1399,11 @@ mod tests {
         let r = reader(&store, &cache, "f", &etag, size, config());
         scan(&r, &body, ASSORTED).await;
         eventually("every block on disk", || disk.stats().bytes == size).await;
+        // A block may be fetched twice in this first pass: memory holds two
+        // blocks, and one evicted before its disk write lands is fetched
+        // again (disk.rs, subtle case 4). Once on disk, never.
         let (gets, bytes) = (store.gets(), store.bytes_got());
-        assert_eq!(bytes, size, "one pass fetches each byte once");
+        assert!(bytes >= size, "the first pass fetches the file");
 
         // A second pass and random reads: from memory and disk only.
         let again = reader(&store, &cache, "f", &etag, size, config());
