@@ -203,16 +203,20 @@ impl Server {
     pub fn seed(&self, keys: &[String], body: &Bytes) {
         let seeded = |key: &str| {
             if key.ends_with('/') {
-                (Bytes::new(), Some(DIRECTORY_TYPE.to_string()))
+                let attributes = ObjectAttributes {
+                    content_type: Some(DIRECTORY_TYPE.to_string()),
+                    ..Default::default()
+                };
+                (Bytes::new(), attributes)
             } else {
-                (body.clone(), None)
+                (body.clone(), ObjectAttributes::default())
             }
         };
         match &self.backend {
             Backend::Emulator(emu) => {
                 let store = &emu.emulator.stores()[&self.bucket];
                 for key in keys {
-                    let (body, content_type) = seeded(key);
+                    let (body, attributes) = seeded(key);
                     let etag = hex::encode(md5::Md5::digest(&body));
                     store.import_object(
                         key,
@@ -220,8 +224,8 @@ impl Server {
                             body,
                             etag,
                             last_modified: SystemTime::now(),
-                            content_type,
-                            metadata: Metadata::new(),
+                            content_type: attributes.content_type,
+                            metadata: attributes.metadata,
                             object_type: ObjectType::Normal,
                             symlink_target: None,
                         },
@@ -235,24 +239,8 @@ impl Server {
                     while in_flight.len() < SEED_PARALLEL {
                         let Some(key) = pending.next() else { break };
                         let (store, key) = (store.clone(), key.clone());
-                        let (body, content_type) = seeded(&key);
-                        in_flight.spawn(async move {
-                            match content_type {
-                                None => put(store, &key, body).await,
-                                Some(content_type) => store
-                                    .put_object(&PutRequest {
-                                        key: key.clone(),
-                                        body,
-                                        attributes: ObjectAttributes {
-                                            content_type: Some(content_type),
-                                            ..Default::default()
-                                        },
-                                    })
-                                    .await
-                                    .map(drop)
-                                    .unwrap_or_else(|e| panic!("PUT {key}: {e}")),
-                            }
-                        });
+                        let (body, attributes) = seeded(&key);
+                        in_flight.spawn(async move { put(store, &key, body, attributes).await });
                     }
                     match in_flight.join_next().await {
                         Some(done) => done.expect("seeding task"),
@@ -340,15 +328,15 @@ fn http_client(
 }
 
 /// PutObject, or a multipart upload for a body larger than one part.
-pub async fn put(store: Arc<HttpStore>, key: &str, body: Bytes) {
+pub async fn put(store: Arc<HttpStore>, key: &str, body: Bytes, attributes: ObjectAttributes) {
     if body.len() as u64 > PART {
-        return multipart_upload(store, key, body).await;
+        return multipart_upload(store, key, body, &attributes).await;
     }
     store
         .put_object(&PutRequest {
             key: key.into(),
             body,
-            attributes: ObjectAttributes::default(),
+            attributes,
         })
         .await
         .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
@@ -356,9 +344,14 @@ pub async fn put(store: Arc<HttpStore>, key: &str, body: Bytes) {
 
 /// Uploads `data` to `key` as a multipart upload of `PART`-sized parts,
 /// `PARALLEL` in flight.
-pub async fn multipart_upload(store: Arc<impl ObjectStore + 'static>, key: &str, data: Bytes) {
+pub async fn multipart_upload(
+    store: Arc<impl ObjectStore + 'static>,
+    key: &str,
+    data: Bytes,
+    attributes: &ObjectAttributes,
+) {
     let upload_id = store
-        .create_multipart_upload(key, &ObjectAttributes::default())
+        .create_multipart_upload(key, attributes)
         .await
         .expect("CreateMultipartUpload");
     let mut starts = (0..data.len()).step_by(PART as usize).enumerate();

@@ -657,6 +657,7 @@ impl<'a> Bench<'a> {
                     server.client.clone(),
                     &key,
                     self.data.clone(),
+                    &ObjectAttributes::default(),
                 ));
                 let took = started.elapsed().as_secs_f64();
                 server.delete_under(&key);

@@ -53,7 +53,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,8 +77,6 @@ pub struct DiskCacheStats {
     pub bytes: u64,
     /// Blocks written.
     pub writes: u64,
-    /// Blocks not written because the write failed.
-    pub dropped: u64,
 }
 
 /// The disk tier. See the module docs.
@@ -93,7 +91,6 @@ pub struct DiskCache {
     hits: AtomicU64,
     misses: AtomicU64,
     writes: AtomicU64,
-    dropped: AtomicU64,
     /// Numbers the temporary files of writes (subtle case 5).
     writes_started: AtomicU64,
     /// Set once an error has been logged (subtle case 3).
@@ -117,13 +114,12 @@ impl DiskCache {
             fs::remove_dir_all(&dir)?;
         }
         fs::create_dir(&dir)?;
+        let pending_limit = pending_limit.clamp(1, MAX_PENDING_PERMITS);
         Ok(DiskCache {
             dir,
             capacity,
-            pending_limit: pending_limit.clamp(1, MAX_PENDING_PERMITS),
-            pending: Arc::new(tokio::sync::Semaphore::new(
-                pending_limit.clamp(1, MAX_PENDING_PERMITS) as usize,
-            )),
+            pending_limit,
+            pending: Arc::new(tokio::sync::Semaphore::new(pending_limit as usize)),
             index: Mutex::new(Index {
                 entries: LruCache::unbounded(),
                 bytes: 0,
@@ -131,7 +127,6 @@ impl DiskCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             writes: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
             writes_started: AtomicU64::new(0),
             warned: AtomicBool::new(false),
         })
@@ -153,7 +148,6 @@ impl DiskCache {
             misses: self.misses.load(Ordering::Relaxed),
             bytes: self.index.lock().bytes,
             writes: self.writes.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -171,41 +165,7 @@ impl DiskCache {
     /// The block under `key`, if it is on disk with `len` bytes. Blocking:
     /// call it off the async runtime's worker threads.
     pub fn read(&self, key: &BlockKey, len: u64) -> Option<Bytes> {
-        let known = self.index.lock().entries.get(key).copied();
-        if known != Some(len) {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let path = self.path_of(key);
-        let read = (|| {
-            let mut file = fs::File::open(&path)?;
-            let mut data = Vec::with_capacity(len as usize);
-            // One byte more than expected, to notice a longer file.
-            (&mut file).take(len + 1).read_to_end(&mut data)?;
-            Ok::<_, io::Error>(data)
-        })();
-        match read {
-            Ok(data) if data.len() as u64 == len => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(Bytes::from(data))
-            }
-            Ok(_) => self.unreadable(key, &path, None),
-            Err(e) => self.unreadable(key, &path, Some(e)),
-        }
-    }
-
-    /// A block whose file could not be read (or had the wrong length) is
-    /// dropped and counts as a miss; a file unlinked by eviction is a
-    /// plain miss (subtle case 6), anything else is logged once.
-    fn unreadable(&self, key: &BlockKey, path: &Path, error: Option<io::Error>) -> Option<Bytes> {
-        if let Some(e) = error
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            self.warn(&format!("reading {}", path.display()), &e);
-        }
-        self.forget(key);
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        None
+        self.read_part(key, len, 0..len)
     }
 
     /// Whether the block under `key` is on disk with `len` bytes; a yes
@@ -226,12 +186,16 @@ impl DiskCache {
         let path = self.path_of(key);
         let read = (|| {
             let file = fs::File::open(&path)?;
-            if file.metadata()?.len() != len {
+            let on_disk = file.metadata()?.len();
+            if on_disk != len {
                 return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("holds a block cut short (not {len} bytes)"),
+                    io::ErrorKind::InvalidData,
+                    format!("holds {on_disk} bytes, not the block's {len}"),
                 ));
             }
+            // At most one block: `len` is the length a reader's layout
+            // gives the block, and the index holds it only for a block
+            // that was written with it.
             let mut data = vec![0u8; (part.end - part.start) as usize];
             file.read_exact_at(&mut data, part.start)?;
             Ok::<_, io::Error>(data)
@@ -241,7 +205,17 @@ impl DiskCache {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Some(Bytes::from(data))
             }
-            Err(e) => self.unreadable(key, &path, Some(e)),
+            Err(e) => {
+                // A file unlinked by eviction is a plain miss (subtle
+                // case 6); anything else is logged once. Either way the
+                // block is dropped.
+                if e.kind() != io::ErrorKind::NotFound {
+                    self.warn(&format!("reading {}", path.display()), &e);
+                }
+                self.forget(key);
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
     }
 
@@ -274,7 +248,6 @@ impl DiskCache {
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
             self.warn(&format!("writing {}", path.display()), &e);
             return;
         }
@@ -321,9 +294,7 @@ impl DiskCache {
             );
         }
     }
-}
 
-impl DiskCache {
     /// Removes the mount's directory and every block in it (subtle case 2).
     pub fn remove_dir(&self) {
         let _ = fs::remove_dir_all(&self.dir);

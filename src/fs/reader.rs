@@ -358,6 +358,12 @@ impl Shared {
         blocks.start * self.block_size..blocks.end.saturating_mul(self.block_size).min(self.size)
     }
 
+    /// Length of block `index` (the last one may be short).
+    fn block_len(&self, index: u64) -> u64 {
+        let span = self.byte_range(&(index..index + 1));
+        span.end - span.start
+    }
+
     fn stale_error(&self, why: &str) -> StoreError {
         StoreError::PreconditionFailed(ServiceDetails {
             status: 412,
@@ -505,10 +511,7 @@ impl Shared {
         if let Some(disk) = self.cache.disk() {
             let keys = blocks
                 .clone()
-                .map(|index| {
-                    let span = self.byte_range(&(index..index + 1));
-                    (self.block_key(index), span.end - span.start)
-                })
+                .map(|index| (self.block_key(index), self.block_len(index)))
                 .collect();
             if let Some(found) = disk::read_run(disk, keys).await {
                 return Ok(found.into());
@@ -561,10 +564,9 @@ impl Shared {
 
     /// Whether the disk tier holds block `index` (subtle case 15).
     fn on_disk(&self, index: u64) -> bool {
-        self.cache.disk().is_some_and(|disk| {
-            let span = self.byte_range(&(index..index + 1));
-            disk.contains(&self.block_key(index), span.end - span.start)
-        })
+        self.cache
+            .disk()
+            .is_some_and(|disk| disk.contains(&self.block_key(index), self.block_len(index)))
     }
 
     /// The part of block `index` within `offset..end`, from the disk tier.

@@ -28,7 +28,7 @@ use crate::fs::fuse::FuseAdapter;
 use crate::fs::namespace::AttrDefaults;
 use crate::fs::write::upload::Uploader;
 use crate::fs::write::{WriteConfig, Writes};
-use crate::mount::config::{DEFAULT_DISK_CACHE_SIZE, MountConfig};
+use crate::mount::config::{DEFAULT_DISK_CACHE_SIZE, MountConfig, show_size};
 use crate::mount::mountpoint::check_mount_point;
 use crate::staging::handover::open_waiting;
 use crate::store::http::HttpStore;
@@ -172,7 +172,7 @@ fn mount_and_serve(
                 .map_err(|e| format!("disk_cache={}: {e}", dir.display()))?;
             info!(
                 "keeping up to {} of fetched blocks in {}",
-                crate::mount::config::show_size(size),
+                show_size(size),
                 disk.dir().display()
             );
             Some(Arc::new(disk))
